@@ -1,0 +1,83 @@
+"""The in-memory image dataset every loader returns: uint8 images, labels, optional ground truth."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+# Images are scaled to [-1, 1]: (x / 255 - MEAN) / STD.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    task: str  # "binary-class", "multi-class" or "ordinal-regression" (medmnist's names)
+    n_classes: int
+    in_chans: int
+    size: int
+    class_names: tuple[str, ...] = field(default=())
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """A split held in memory as a uint8 tensor [N, C, H, W] with int64 labels [N].
+
+    `pixel_masks` (bool [N, H, W]) is the ground truth where a dataset has one
+    (the synthetic set); MedMNIST has none.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, split: str,
+                 pixel_masks: torch.Tensor | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must be [N={images.shape[0]}], got {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels.long()
+        self.info = info
+        self.split = split
+        self.pixel_masks = pixel_masks
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_float(self.images[index]), self.labels[index]
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.pixel_masks is not None
+
+    def batch(self, indices: torch.Tensor | slice | None = None, device: torch.device | str | None = None,
+              as_rgb: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images as float [B, C, H, W] in [-1, 1] and labels [B], on `device`."""
+        images = self.images if indices is None else self.images[indices]
+        labels = self.labels if indices is None else self.labels[indices]
+        images = images.to(device)
+        x = to_float(images)
+        if as_rgb and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return x, labels.to(device)
+
+    def patch_masks(self, patch_size: int, indices: torch.Tensor | slice | None = None) -> torch.Tensor | None:
+        """Ground truth per patch, bool [N, n_patches]: a patch is positive if it holds any lesion pixel."""
+        if self.pixel_masks is None:
+            return None
+        masks = self.pixel_masks if indices is None else self.pixel_masks[indices]
+        return pixel_to_patch_mask(masks, patch_size)
+
+    def channel_mean(self) -> torch.Tensor:
+        """Mean of the normalised training images per channel [C] (the default occlusion fill)."""
+        return to_float(self.images).mean(dim=(0, 2, 3))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return (images.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
+
+
+def pixel_to_patch_mask(pixel_masks: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """bool [N, H, W] -> bool [N, (H/P)*(W/P)] in the ViT's row-major patch order."""
+    pooled = F.max_pool2d(pixel_masks[:, None].float(), kernel_size=patch_size, stride=patch_size)
+    return pooled.flatten(1) > 0
