@@ -16,6 +16,7 @@ import torch
 
 from xaibench.data.base import DatasetInfo, ImageDataset
 from xaibench.errors import DataFileError, XaibenchError
+from xaibench.io import atomic_write_text, cache_dir
 from xaibench.registry import register_dataset
 
 PAPER_DATASETS = (
@@ -58,8 +59,7 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _verified_cache() -> Path:
-    base = os.environ.get("XAIBENCH_CACHE") or Path.home() / ".cache" / "xaibench"
-    return Path(base) / "verified_md5.json"
+    return cache_dir() / "verified_md5.json"
 
 
 def verify_md5(path: Path, expected: str) -> None:
@@ -81,10 +81,7 @@ def verify_md5(path: Path, expected: str) -> None:
         )
     known[key] = expected
     try:  # a read-only cache folder only costs a re-check next time
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(known, indent=0))
-        os.replace(tmp, cache)
+        atomic_write_text(cache, json.dumps(known, indent=0))
     except OSError:
         pass
 

@@ -1,0 +1,114 @@
+"""Training speed: OFA's step against the same forward/backward passes run alone, and images/s per model.
+
+    python benchmarks/bench_training.py [--device cuda] [--arch tiny] [--img-size 28] [--batch-size 32] [--n-masks 4]
+
+Prints ratios measured in one run (the machines are noisy; absolute numbers vary).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from xaibench.models import create_model
+from xaibench.models.ofa import OFANet
+from xaibench.training.losses import classification_loss, ofa_loss
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, device, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--arch", default="tiny")
+    parser.add_argument("--img-size", type=int, default=28)
+    parser.add_argument("--in-chans", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--n-masks", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--models", default="ofa,segm,vit,resnet18,resnet50")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")  # noqa: E731
+    b, m = args.batch_size, args.n_masks
+    x = torch.randn(b, args.in_chans, args.img_size, args.img_size, device=device)
+    y = torch.randint(0, 3, (b,), device=device)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"arch {args.arch}, {args.img_size} px, batch {b}, M {m}, torch threads {torch.get_num_threads()}")
+
+    model = create_model("ofa", num_classes=3, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator(device=device).manual_seed(0)
+    n = model.n_patches
+    fixed_keep = torch.rand(b * (1 + m), n, device=device) > 0.5
+    x_masked = x.repeat_interleave(1 + m, dim=0)
+
+    def ofa_step():
+        with autocast():
+            loss = ofa_loss(model, x, y, n_masks=m, generator=generator)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    def bare_step():  # the same two forward passes (B unmasked, B(1+M) masked) and one backward, nothing else
+        with autocast():
+            plus, minus = model.shapley(x)
+            masked_plus, masked_minus = model.shapley(x_masked, fixed_keep)
+            loss = plus.float().mean() + OFANet.logits(masked_plus.float(), masked_minus.float(), fixed_keep).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    # interleave to share the machine's noise between both
+    ofa_times, bare_times = [], []
+    for _ in range(3):
+        ofa_times.append(time_steps(ofa_step, device, args.repeats))
+        bare_times.append(time_steps(bare_step, device, args.repeats))
+    ofa_time, bare_time = sorted(ofa_times)[1], sorted(bare_times)[1]
+    print("\n| measure | value |\n|---|---|")
+    print(f"| OFA step (l1+l2+l3, ms) | {1e3 * ofa_time:.1f} |")
+    print(f"| same passes alone (ms) | {1e3 * bare_time:.1f} |")
+    print(f"| overhead ratio (goal <= 1.10) | {ofa_time / bare_time:.3f} |")
+
+    print("\n| model | batch images/s | forwarded images/s | ms/step |\n|---|---|---|---|")
+    for name in args.models.split(","):
+        if name == "ofa":
+            print(f"| ofa (M={m}) | {b / ofa_time:.0f} | {b * (2 + m) / ofa_time:.0f} | {1e3 * ofa_time:.1f} |")
+            continue
+        net = create_model(name, num_classes=3, in_chans=args.in_chans, img_size=args.img_size,
+                           **({"arch": args.arch} if name in ("segm", "vit") else {})).to(device)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+        def step():
+            with autocast():
+                loss = classification_loss(net, x, y)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        seconds = time_steps(step, device, args.repeats)
+        print(f"| {name} | {b / seconds:.0f} | {b / seconds:.0f} | {1e3 * seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Reading run configurations: a TOML or JSON file plus `--set key=value` overrides."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from xaibench.errors import XaibenchError
+
+
+def read_config(path: str | Path | None) -> dict[str, Any]:
+    """{} for None; a TOML (.toml) or JSON file otherwise. Unreadable files raise XaibenchError."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise XaibenchError(f"cannot read config {path}: {error.strerror or error}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise XaibenchError(f"config {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
+    if not isinstance(data, dict):
+        raise XaibenchError(f"config {path} must hold a table/object at the top")
+    return data
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """['steps=300', 'detach=full', 'loss_weights=[1,1,2]'] -> typed dict (JSON where it parses, else text)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise XaibenchError(f"--set expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out

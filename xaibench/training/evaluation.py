@@ -1,0 +1,44 @@
+"""Predictions on a split and medmnist's AUC/ACC (its Evaluator's functions, also for synthetic data)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from xaibench.data import ImageDataset
+
+
+@torch.inference_mode()
+def predict_proba(model, dataset: ImageDataset, device: torch.device | str, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities [N, C] of the unmasked images, on `device`."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(dataset), batch_size):
+        x, _ = dataset.batch(slice(start, start + batch_size), device=device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outputs.append(model.forward_fn(x))
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+def classification_scores(probabilities: torch.Tensor, dataset: ImageDataset) -> dict[str, float]:
+    """AUC and ACC as medmnist's Evaluator defines them for the dataset's task."""
+    from medmnist.evaluator import getACC, getAUC
+
+    y_score = probabilities.float().cpu().numpy()
+    y_true = dataset.labels.numpy().reshape(-1, 1)
+    task = dataset.info.task
+    return {"auc": float(getAUC(y_true, y_score, task)), "acc": float(getACC(y_true, y_score, task))}
+
+
+def medmnist_evaluate(probabilities: torch.Tensor, dataset: ImageDataset, root) -> dict[str, float]:
+    """Test-split AUC/ACC through medmnist's own Evaluator (reads the labels from the npz file)."""
+    from medmnist import Evaluator
+
+    evaluator = Evaluator(dataset.info.name, dataset.split, size=dataset.info.size, root=str(root))
+    y_score = probabilities.float().cpu().numpy()
+    if not np.array_equal(evaluator.labels.reshape(-1), dataset.labels.numpy()):
+        raise RuntimeError("labels of the loaded split differ from the Evaluator's")
+    auc, acc = evaluator.evaluate(y_score)
+    return {"auc": float(auc), "acc": float(acc)}

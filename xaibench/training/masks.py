@@ -1,0 +1,44 @@
+"""Keep-masks for OFA training (SPEC §3): uniform masks for l2, informed masks for l3.
+
+Informed masks (our reading of Salvage, ICLR 2025): subset size k from the Shapley kernel
+p(k) ∝ 1/(k(n-k)); the k kept patches drawn without replacement ∝ weights by Gumbel-top-k;
+half of the guided masks weight by the current attributions, half by their complement, and
+a share of masks is uniform so every patch is explored.
+"""
+from __future__ import annotations
+
+import torch
+
+from xaibench.sampling import minmax, uniform, weighted_order
+
+
+def uniform_keep_masks(batch: int, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """bool [B, n]: per row a keep probability t ~ U(0, 1), then each patch kept with probability t."""
+    t = uniform((batch, 1), generator, device)
+    return uniform((batch, n), generator, device) < t
+
+
+def shapley_kernel_sizes(shape: tuple[int, ...], n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Subset sizes k in 1..n-1 with p(k) ∝ 1/(k(n-k)), long of `shape`."""
+    k = torch.arange(1, n, dtype=torch.float64)
+    cdf = (1.0 / (k * (n - k))).cumsum(0)
+    cdf = (cdf / cdf[-1]).to(device=device, dtype=torch.float32)
+    u = uniform(shape, generator, device)
+    return torch.searchsorted(cdf, u.reshape(-1).contiguous(), right=True).clamp_(max=n - 2).reshape(shape) + 1
+
+
+def informed_keep_masks(attributions: torch.Tensor, n_masks: int, generator: torch.Generator | None,
+                        uniform_share: float = 0.25, eps: float = 1e-3) -> torch.Tensor:
+    """bool [B, M, n] from detached attributions [B, n] of the target class."""
+    batch, n = attributions.shape
+    device = attributions.device
+    sizes = shapley_kernel_sizes((batch, n_masks), n, generator, device)  # [B, M]
+    w = minmax(attributions.detach().float(), eps=0.0)
+    n_uniform = int(round(n_masks * uniform_share))
+    guided = torch.arange(n_masks, device=device) >= n_uniform
+    flip = (torch.arange(n_masks, device=device) - n_uniform) % 2 == 1  # alternate w and 1 - w
+    weights = torch.where(flip[None, :, None], 1.0 - w[:, None], w[:, None]) + eps  # [B, M, n]
+    weights = torch.where(guided[None, :, None], weights, torch.ones_like(weights))
+    order = weighted_order(weights, generator)  # [B, M, n]: most likely kept first
+    rank = order.argsort(dim=-1)
+    return rank < sizes[..., None]
