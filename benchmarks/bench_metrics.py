@@ -1,0 +1,144 @@
+"""Throughput and scaling of the batched SRG / R-SRG metrics against the bare masked forward of the same model.
+
+Run: .venv/bin/python benchmarks/bench_metrics.py [--device cuda --arch vit-b --img-size 224 ...];
+prints a markdown table (docs/metrics.md holds the results).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from xaibench.metrics import rsrg, srg
+from xaibench.models import create_model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn, repeats: int = 1):
+    """(result, best seconds of `repeats`, peak CUDA MiB above the memory in use before, or None on CPU)."""
+    best, peak = float("inf"), None
+    for _ in range(repeats):
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+        if device.type == "cuda":
+            peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return result, best, peak
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--arch", default="tiny")
+    parser.add_argument("--img-size", type=int, default=28)
+    parser.add_argument("--in-chans", type=int, default=1)
+    parser.add_argument("--n-images", type=int, default=16, help="images of the SRG throughput row (R-SRG: half)")
+    parser.add_argument("--batch-size", type=int, default=256, help="masked inputs per forward call")
+    parser.add_argument("--n-draws", type=int, default=4, help="R-SRG draws")
+    parser.add_argument("--scaling-steps", type=int, default=7, help="smallest K of the scaling rows (K, 2K-1, 4K-3)")
+    parser.add_argument("--bare-batches", type=int, default=4, help="timed batches of the bare forward")
+    parser.add_argument("--repeats", type=int, default=2, help="timings per row; the best is kept")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = create_model("ofa", num_classes=3, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch)
+    model = model.eval().to(device)
+    n = model.n_patches
+    shape = (args.in_chans, args.img_size, args.img_size)
+    bs = args.batch_size
+
+    def data(n_images: int):
+        g = torch.Generator().manual_seed(1)
+        inputs = torch.randn((n_images, *shape), generator=g).to(device)
+        attributions = torch.randn(n_images, n, generator=g).to(device)
+        return inputs, attributions, torch.randint(0, 3, (n_images,), generator=g).to(device)
+
+    # (a) bare masked forward on pre-built batches of batch_size, in the metrics' precision (bf16 on CUDA).
+    x_bare = torch.randn((bs, *shape), device=device)
+    keep_bare = [torch.rand(bs, n, device=device) < torch.rand(bs, 1, device=device) for _ in range(args.bare_batches)]
+
+    def bare():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            for keep in keep_bare:
+                model.forward_fn(x_bare, keep)
+
+    rows = []
+
+    def run_bare():
+        _, seconds, peak = timed(device, bare, args.repeats)
+        count = bs * args.bare_batches
+        rows.append(("bare forward_fn", "-", "-", count, seconds, count / seconds, peak))
+        return count / seconds
+
+    def run_metric(name: str, n_images: int, steps, repeats: int = args.repeats):
+        inputs, attributions, targets = data(n_images)
+
+        def call():
+            g = torch.Generator(device=device).manual_seed(0)
+            if name == "srg":
+                return srg(model.forward_fn, inputs, attributions, targets, steps=steps, batch_size=bs, generator=g)
+            return rsrg(model.forward_fn, inputs, attributions, targets, n_draws=args.n_draws, steps=steps,
+                        batch_size=bs, generator=g)
+
+        result, seconds, peak = timed(device, call, repeats)
+        rows.append((name, n_images, result.x.numel(), result.n_forward, seconds, result.n_forward / seconds, peak))
+        return seconds, peak
+
+    bare()  # warm-up
+    run_metric("srg", 2, 5, 1)
+    rows.clear()
+    # (a, b) throughput on every step k = 0..n; bare measured before and after (shared machines drift).
+    bare_rates = [run_bare()]
+    run_metric("srg", args.n_images, None)
+    run_metric("rsrg", max(1, args.n_images // 2), None)
+    bare_rates.append(run_bare())
+    bare_rate = max(bare_rates)
+    # (c) time against images and against steps; (d) peak memory against steps.
+    k0 = args.scaling_steps
+    k_values = [k0, 2 * k0 - 1, 4 * k0 - 3]  # 2K - 2 masked inputs per image: 1 : 2 : 4
+    if k_values[-1] > n + 1:
+        raise SystemExit(f"--scaling-steps {k0}: 4K-3 = {k_values[-1]} exceeds n + 1 = {n + 1}")
+    by_images = [run_metric("srg", m * args.n_images, k_values[1]) for m in (1, 2, 4)]
+    by_steps = [run_metric("srg", args.n_images, k) for k in k_values]
+
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    print(f"\nofa/{args.arch} {args.img_size}px, n = {n} patches, batch_size {bs}, {where}, "
+          f"torch {torch.__version__}, best of {args.repeats}; 'vs bare' = inputs/s / best bare inputs/s\n")
+    print("| run | images | steps K | masked inputs | time (s) | inputs/s | vs bare | peak CUDA MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run, images, k, count, seconds, rate, peak in rows:
+        peak_text = "n/a (CPU)" if peak is None else f"{peak:.0f}"
+        print(f"| {run} | {images} | {k} | {count} | {seconds:.3f} | {rate:,.0f} | {rate / bare_rate:.2f} "
+              f"| {peak_text} |")
+    t_img = [s for s, _ in by_images]
+    t_steps = [s for s, _ in by_steps]
+    print(f"\ntime vs images (x1, x2, x4): {t_img[1] / t_img[0]:.2f}x, {t_img[2] / t_img[0]:.2f}x (linear: 2, 4)")
+    print(f"time vs steps K = {k_values} (2K-2 inputs: x1, x2, x4): {t_steps[1] / t_steps[0]:.2f}x, "
+          f"{t_steps[2] / t_steps[0]:.2f}x (linear: 2, 4)")
+    peaks = [p for _, p in by_steps]
+    if peaks[0] is not None:
+        print(f"peak CUDA memory vs steps: {', '.join(f'{p:.0f}' for p in peaks)} MiB (flat = bounded by batch_size)")
+    else:
+        print("peak memory: measured on CUDA only; masks and masked inputs are built per chunk of batch_size")
+
+
+if __name__ == "__main__":
+    main()

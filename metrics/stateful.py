@@ -1,0 +1,164 @@
+"""The registered metrics: torchmetrics-style classes that wrap the functional twins and keep per-image scores.
+
+Every metric has one call, `metric(forward_fn, inputs, attributions, targets, ground_truth=None, generator=None)`,
+returning a MetricOutput (per-image scores and curves) and accumulating the scores on the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from xaibench.registry import register_metric
+
+from .curves import ForwardFn, Steps
+from .localization import localization_auroc
+from .pixel_flipping import deletion, insertion, srg
+from .rsrg import rsrg
+
+
+@dataclass(frozen=True)
+class MetricOutput:
+    """What one call gives: scores name -> [B], curves name -> [B, K] at x [K] (fraction removed)."""
+
+    scores: dict[str, torch.Tensor]
+    curves: dict[str, torch.Tensor] = field(default_factory=dict)
+    x: torch.Tensor | None = None
+    n_forward: int = 0  # masked inputs evaluated
+
+
+class Metric:
+    """Base class: `update` (or calling the metric) scores a batch and keeps its per-image scores;
+    `compute` gives the mean of each score over all images seen (NaN-skipping), `per_image` the scores
+    themselves, `reset` forgets them.
+    """
+
+    higher_is_better: ClassVar[bool] = True  # of the main score
+    needs_ground_truth: ClassVar[bool] = False
+    is_differentiable: ClassVar[bool] = False
+    main_score: ClassVar[str] = ""
+    # score name -> higher is better; scores missing here follow `higher_is_better`
+    directions: ClassVar[dict[str, bool]] = {}
+
+    def __init__(self) -> None:
+        self._scores: dict[str, list[torch.Tensor]] = {}
+
+    def evaluate(self, forward_fn: ForwardFn | None, inputs: torch.Tensor, attributions: torch.Tensor,
+                 targets: torch.Tensor, ground_truth: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> MetricOutput:
+        """Score one batch without touching the state."""
+        raise NotImplementedError
+
+    def update(self, forward_fn: ForwardFn | None, inputs: torch.Tensor, attributions: torch.Tensor,
+               targets: torch.Tensor, ground_truth: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> MetricOutput:
+        if self.needs_ground_truth and ground_truth is None:
+            raise ValueError(f"metric {self.main_score!r} needs a ground-truth patch mask [B, n]")
+        output = self.evaluate(forward_fn, inputs, attributions, targets, ground_truth, generator)
+        for name, values in output.scores.items():
+            self._scores.setdefault(name, []).append(values.detach())
+        return output
+
+    __call__ = update
+
+    def per_image(self) -> dict[str, torch.Tensor]:
+        """Every score of every image seen so far, name -> [N]."""
+        return {name: torch.cat(values) for name, values in self._scores.items()}
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Mean of each score over the images seen (images with a NaN score are left out)."""
+        return {name: values.nanmean() for name, values in self.per_image().items()}
+
+    def reset(self) -> None:
+        self._scores = {}
+
+    def is_higher_better(self, score: str) -> bool:
+        return self.directions.get(score, self.higher_is_better)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({options})"
+
+
+class _CurveMetric(Metric):
+    def __init__(self, steps: Steps = None, batch_size: int = 256, autocast: bool | None = None) -> None:
+        super().__init__()
+        self.steps = steps
+        self.batch_size = batch_size
+        self.autocast = autocast
+
+    def _options(self) -> dict[str, Any]:
+        return dict(steps=self.steps, batch_size=self.batch_size, autocast=self.autocast)
+
+
+@register_metric("srg")
+class SRG(_CurveMetric):
+    """SRG = AUC(LIF) - AUC(MIF) (Blücher et al. 2024); also mrg, lrg, insertion, deletion."""
+
+    main_score = "srg"
+    directions = {"deletion": False}
+
+    def __init__(self, steps: Steps = None, batch_size: int = 256, random_baseline: bool = True,
+                 autocast: bool | None = None) -> None:
+        super().__init__(steps, batch_size, autocast)
+        self.random_baseline = random_baseline
+
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
+        result = srg(forward_fn, inputs, attributions, targets, generator=generator,
+                     random_baseline=self.random_baseline, **self._options())
+        return MetricOutput(result.scores(), result.curves(), result.x, result.n_forward)
+
+
+@register_metric("rsrg")
+class RSRG(_CurveMetric):
+    """R-SRG = AUC(R-LIF) - AUC(R-MIF), kept sets drawn ∝ the attribution (Salvage 2025)."""
+
+    main_score = "rsrg"
+
+    def __init__(self, n_draws: int = 4, steps: Steps = None, batch_size: int = 256, eps: float = 1e-6,
+                 autocast: bool | None = None) -> None:
+        super().__init__(steps, batch_size, autocast)
+        self.n_draws = n_draws
+        self.eps = eps
+
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
+        result = rsrg(forward_fn, inputs, attributions, targets, n_draws=self.n_draws, eps=self.eps,
+                      generator=generator, **self._options())
+        return MetricOutput(result.scores(), result.curves(), result.x, result.n_forward)
+
+
+@register_metric("insertion")
+class Insertion(_CurveMetric):
+    """Insertion AUC: target probability as the most important patches are kept first."""
+
+    main_score = "insertion"
+
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
+        result = insertion(forward_fn, inputs, attributions, targets, generator=generator, **self._options())
+        return MetricOutput({"insertion": result.auc}, {"insertion": result.curve}, result.x, result.n_forward)
+
+
+@register_metric("deletion")
+class Deletion(_CurveMetric):
+    """Deletion AUC: target probability as the most important patches are removed first (lower is better)."""
+
+    main_score = "deletion"
+    higher_is_better = False
+
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
+        result = deletion(forward_fn, inputs, attributions, targets, generator=generator, **self._options())
+        return MetricOutput({"deletion": result.auc}, {"deletion": result.curve}, result.x, result.n_forward)
+
+
+@register_metric("localization")
+class Localization(Metric):
+    """Localization AUROC of the attribution against the true patch mask (needs ground truth; NaN if one-class)."""
+
+    main_score = "localization"
+    needs_ground_truth = True
+
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
+        if ground_truth is None:
+            raise ValueError("metric 'localization' needs a ground-truth patch mask [B, n]")
+        return MetricOutput({"localization": localization_auroc(attributions, ground_truth)})
