@@ -140,3 +140,12 @@ def test_cli_train_bad_input_exits_2(tmp_path, capsys):
     assert "cannot read config" in capsys.readouterr().err
     assert main(["train", "--set", "stepz=3", "--models", "vit", "--out", str(tmp_path)]) == 2
     assert "unknown training option(s) stepz" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_training_on_cuda_with_bf16_autocast(tmp_path):
+    trained = train_model("ofa", DATA, tiny_config(init="segm", init_steps=6), seed=0, device="cuda", cache=tmp_path,
+                          progress=False, log=lambda s: None)
+    assert trained.record["device"] == "cuda"
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trained.record["history"])
+    assert next(trained.model.parameters()).device.type == "cuda"

@@ -8,6 +8,7 @@ from xaibench.models.ofa import OFANet
 from xaibench.training.masks import informed_keep_masks, uniform_keep_masks
 
 DETACH_CHOICES = ("masked", "full", "none")
+KL_ORDERS = ("paper", "swapped")
 
 
 def classification_loss(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -17,12 +18,14 @@ def classification_loss(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, to
 
 
 def ofa_loss(model: OFANet, x: torch.Tensor, y: torch.Tensor, *, n_masks: int, generator: torch.Generator | None,
-             uniform_share: float = 0.25, detach: str = "masked",
+             uniform_share: float = 0.25, detach: str = "masked", kl_order: str = "paper",
+             mask_sizes: str = "shapley", paired: bool = False,
              weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, torch.Tensor]:
     """L = l1 + l2 + l3 with one unmasked forward and one batched forward of the B * (1 + M) masked inputs.
 
     detach="masked": the masked prediction is the target of l3 (the full image's phi learns to predict it);
     "full": the full image's u(S) is the target; "none": gradients flow into both sides.
+    kl_order="paper": KL(u_x(S) || u_{x_S}(S)) as Eq. 7 writes it; "swapped": KL(u_{x_S}(S) || u_x(S)).
     """
     batch = x.shape[0]
     n = model.n_patches
@@ -33,7 +36,8 @@ def ofa_loss(model: OFANet, x: torch.Tensor, y: torch.Tensor, *, n_masks: int, g
     with torch.no_grad():
         phi = (phi_plus - phi_minus).gather(2, y.view(-1, 1, 1).expand(-1, n, 1)).squeeze(2)
     keep_uniform = uniform_keep_masks(batch, n, generator, x.device)  # [B, n]
-    keep_informed = informed_keep_masks(phi, n_masks, generator, uniform_share)  # [B, M, n]
+    keep_informed = informed_keep_masks(phi, n_masks, generator, uniform_share, sizes=mask_sizes,
+                                        paired=paired)  # [B, M, n]
     keep = torch.cat([keep_uniform[:, None], keep_informed], dim=1)  # [B, 1 + M, n]
     x_masked = x[:, None].expand(-1, 1 + n_masks, *x.shape[1:]).reshape(-1, *x.shape[1:])
     flat_keep = keep.reshape(-1, n)
@@ -50,6 +54,8 @@ def ofa_loss(model: OFANet, x: torch.Tensor, y: torch.Tensor, *, n_masks: int, g
     # KL(u_x(S) || u_{x_S}(S)), the paper's Eq. 7, averaged over images and masks
     log_p = z_full.log_softmax(-1)
     log_q = z_target.log_softmax(-1)
+    if kl_order == "swapped":
+        log_p, log_q = log_q, log_p
     l3 = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
     total = weights[0] * l1 + weights[1] * l2 + weights[2] * l3
     return {"loss": total, "l1": l1.detach(), "l2": l2.detach(), "l3": l3.detach()}

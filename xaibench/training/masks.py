@@ -27,12 +27,27 @@ def shapley_kernel_sizes(shape: tuple[int, ...], n: int, generator: torch.Genera
     return torch.searchsorted(cdf, u.reshape(-1).contiguous(), right=True).clamp_(max=n - 2).reshape(shape) + 1
 
 
+MASK_SIZES = ("shapley", "uniform")
+
+
 def informed_keep_masks(attributions: torch.Tensor, n_masks: int, generator: torch.Generator | None,
-                        uniform_share: float = 0.25, eps: float = 1e-3) -> torch.Tensor:
-    """bool [B, M, n] from detached attributions [B, n] of the target class."""
+                        uniform_share: float = 0.25, eps: float = 1e-3, sizes: str = "shapley",
+                        paired: bool = False) -> torch.Tensor:
+    """bool [B, M, n] from detached attributions [B, n] of the target class.
+
+    sizes="uniform" draws k uniformly from 1..n-1 instead of the Shapley kernel; paired=True makes every
+    second mask the complement of the one before it (antithetic pairs, as in FastSHAP's paired sampling).
+    """
     batch, n = attributions.shape
     device = attributions.device
-    sizes = shapley_kernel_sizes((batch, n_masks), n, generator, device)  # [B, M]
+    draws = (n_masks + 1) // 2 if paired else n_masks
+    if paired:
+        base = informed_keep_masks(attributions, draws, generator, uniform_share, eps, sizes, paired=False)
+        return torch.stack([base, ~base], dim=2).flatten(1, 2)[:, :n_masks]
+    if sizes == "uniform":
+        sizes_k = (uniform((batch, n_masks), generator, device) * (n - 1)).long().clamp_(max=n - 2) + 1
+    else:
+        sizes_k = shapley_kernel_sizes((batch, n_masks), n, generator, device)  # [B, M]
     w = minmax(attributions.detach().float(), eps=0.0)
     n_uniform = int(round(n_masks * uniform_share))
     guided = torch.arange(n_masks, device=device) >= n_uniform
@@ -41,4 +56,4 @@ def informed_keep_masks(attributions: torch.Tensor, n_masks: int, generator: tor
     weights = torch.where(guided[None, :, None], weights, torch.ones_like(weights))
     order = weighted_order(weights, generator)  # [B, M, n]: most likely kept first
     rank = order.argsort(dim=-1)
-    return rank < sizes[..., None]
+    return rank < sizes_k[..., None]

@@ -23,7 +23,8 @@ from xaibench.io import atomic_torch_save, cache_dir, stable_hash
 from xaibench.models import MaskedClassifier, OccludedResNet, create_model
 from xaibench.models.ofa import OFANet
 from xaibench.training.evaluation import classification_scores, predict_proba
-from xaibench.training.losses import DETACH_CHOICES, classification_loss, ofa_loss
+from xaibench.training.masks import MASK_SIZES
+from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, classification_loss, ofa_loss
 
 CHECKPOINT_VERSION = 1
 
@@ -43,7 +44,10 @@ class TrainConfig:
     max_epochs: int = 100
     n_masks: int = 4  # M, informed masks per image for l3
     uniform_share: float = 0.25
+    mask_sizes: str = "shapley"  # subset sizes of the informed masks: Shapley kernel or uniform
+    paired: bool = False  # every second informed mask is the complement of the one before
     detach: str = "masked"  # which side of l3 is the (detached) target
+    kl_order: str = "paper"  # "paper": KL(u_x(S) || u_{x_S}(S)) as Eq. 7; "swapped": the reverse
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     init: str | None = "segm"  # OFA warm start: "segm" (l1-only training first), a checkpoint path, or None
     init_steps: int | None = None  # steps of that l1-only warm start (None = steps)
@@ -58,6 +62,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.detach not in DETACH_CHOICES:
             raise XaibenchError(f"unknown detach {self.detach!r}; valid: {', '.join(DETACH_CHOICES)}")
+        if self.mask_sizes not in MASK_SIZES:
+            raise XaibenchError(f"unknown mask_sizes {self.mask_sizes!r}; valid: {', '.join(MASK_SIZES)}")
+        if self.kl_order not in KL_ORDERS:
+            raise XaibenchError(f"unknown kl_order {self.kl_order!r}; valid: {', '.join(KL_ORDERS)}")
         for name in ("steps", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise XaibenchError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -103,7 +111,8 @@ class TrainedModel:
 def checkpoint_key(data: DataSpec, model_name: str, config: TrainConfig, seed: int) -> str:
     config_dict = asdict(config)
     if model_name != "ofa":  # warm-start and mask options only matter for OFA
-        for name in ("n_masks", "uniform_share", "detach", "loss_weights", "init", "init_steps"):
+        for name in ("n_masks", "uniform_share", "mask_sizes", "paired", "detach", "kl_order", "loss_weights", "init",
+                     "init_steps"):
             config_dict.pop(name)
     return stable_hash({"v": CHECKPOINT_VERSION, "data": data.key(), "model": model_name,
                         "config": config_dict, "seed": seed})
@@ -226,6 +235,7 @@ def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = No
             if is_ofa:
                 losses = ofa_loss(model, x, y, n_masks=config.n_masks, generator=mask_generator,
                                   uniform_share=config.uniform_share, detach=config.detach,
+                                  kl_order=config.kl_order, mask_sizes=config.mask_sizes, paired=config.paired,
                                   weights=config.loss_weights)
             else:
                 losses = classification_loss(model, x, y)
