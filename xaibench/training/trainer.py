@@ -252,7 +252,7 @@ def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = No
         bar.update(1)
         if state["step"] % 10 == 0:
             elapsed = time.perf_counter() - window_start
-            bar.set_postfix(loss=f"{float(losses['loss']):.3f}", img_s=f"{window_images / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}", img_s=f"{window_images / max(elapsed, 1e-9):.0f}")
         if state["step"] % config.eval_every == 0 or state["step"] == total_steps:
             elapsed = time.perf_counter() - window_start
             scores = classification_scores(predict_proba(model, val, device), val)

@@ -1,0 +1,289 @@
+"""`xaibench run`: the whole benchmark through the CLI, caching and resume after a real kill, errors, tables."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xaibench import runner
+from xaibench.cli import main
+from xaibench.errors import XaibenchError
+from xaibench.runner import RunOptions, run_config
+from xaibench.tables import localization_table, table2, to_latex, wilcoxon_tests
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_RUN = """
+[run]
+n_test = 8
+steps = 5
+batch_size = 8
+n_figure_images = 3
+[train]
+steps = 6
+batch_size = 8
+eval_every = 3
+warmup_steps = 1
+init = "segm"
+init_steps = 3
+n_masks = 2
+[train.model_options]
+depth = 1
+embed_dim = 32
+num_heads = 2
+[data.synthetic]
+n_samples = 48
+"""
+
+NAN_PLUGIN = '''
+import torch
+from xaibench.methods import Explainer
+from xaibench.registry import register_method
+
+
+@register_method("test.nan")
+class NaNExplainer(Explainer):
+    """Returns NaN everywhere (a broken explainer)."""
+
+    needs_gradients = False
+
+    def attribute(self, inputs, targets, generator=None):
+        return torch.full((inputs.shape[0], self.model.n_patches), float("nan"))
+'''
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RUN)
+    return path
+
+
+def run_cli(config: Path, out: Path, cache: Path, *extra: str) -> int:
+    return main(["run", "--config", str(config), "--size", "16", "--out", str(out), "--cache", str(cache),
+                 "--quiet", *extra])
+
+
+def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "BASELINE_MODELS", ["segm", "ofa"])  # Table 1 path without slow ResNets
+    out = tmp_path / "out"
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--seeds", "0,1", "--train-baselines") == 0
+    printed = capsys.readouterr().out
+    assert "| OFA |" in printed and "Synthetic SRG" in printed
+
+    for stem in ("table2", "localization", "cost", "table1"):
+        for suffix in ("csv", "tex", "md"):
+            assert (out / f"{stem}.{suffix}").stat().st_size > 0, f"{stem}.{suffix}"
+    for name in ("maps_synthetic", "curves"):
+        assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+    table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0)
+    assert list(table.index) == ["OFA", "Grad", "Attn"]
+    assert list(table.columns) == [("Synthetic", "SRG"), ("Synthetic", "R-SRG")]
+    assert all(" ± " in cell for cell in table.to_numpy().ravel())  # two seeds: mean ± std
+    assert "\\toprule" in (out / "table2.tex").read_text() and "$\\pm$" in (out / "table2.tex").read_text()
+
+    scores = pd.read_csv(out / "scores_long.csv")
+    assert list(scores.columns) == ["dataset", "seed", "method", "image", "label", "target", "metric", "value"]
+    # one row per dataset, method, seed, image, score: srg (srg mrg lrg insertion deletion) + rsrg + localization
+    assert len(scores) == 1 * 3 * 2 * 8 * 7
+    assert set(scores["metric"]) == {"srg", "mrg", "lrg", "insertion", "deletion", "rsrg", "localization"}
+    assert (scores["label"] == scores["target"]).all()  # the ground-truth class by default
+
+    tests = pd.read_csv(out / "wilcoxon.csv")
+    assert set(zip(tests["method_a"], tests["method_b"])) == {("ofa", "grad"), ("ofa", "attn"), ("grad", "attn")}
+    assert (tests["n"] == 16).all() and tests["p_value"].between(0, 1).all()
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["seeds"] == [0, 1] and manifest["options"]["n_test"] == 8
+    assert manifest["train_config"]["synthetic"]["steps"] == 6 and manifest["device"] == "cpu"
+    assert manifest["n_units"] == 2 * (1 + 3 * 4) and manifest["failures"] == []
+    assert "score synthetic/seed1/attn/localization" in manifest["units"]
+    assert {"git_commit", "torch", "timm", "config", "timings_s"} <= set(manifest)
+
+    # the same seed in a folder that shares nothing but the config: the same CSVs, byte for byte
+    again = tmp_path / "again"
+    assert run_cli(tiny_config, again, tmp_path / "cache-again", "--seeds", "0,1", "--no-figures") == 0
+    for name in ("table2.csv", "scores_long.csv", "localization.csv", "wilcoxon.csv", "summary.csv"):
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
+    assert not (again / "figures").exists()
+
+
+def _units(cache: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in (cache / "units").rglob("*.pt")}
+
+
+def test_killed_run_resumes_to_the_same_table(tmp_path, tiny_config):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny_config), "--size", "16",
+               "--n-test", "24", "--steps", "all"]
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(command + ["--out", str(tmp_path / name), "--cache", str(tmp_path / f"cache-{name}")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    reference = start("reference")
+    assert reference.wait(timeout=300) == 0
+
+    killed = start("killed")
+    for line in killed.stdout:  # progress bars go to stderr; one line per finished unit to stdout
+        if line.startswith("score synthetic/seed0/ofa/rsrg: done"):
+            killed.send_signal(signal.SIGKILL)
+            break
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "table2.csv").exists()
+    finished = _units(tmp_path / "cache-killed")
+    assert len(finished) >= 3  # explain ofa, score ofa/srg, score ofa/rsrg
+
+    resumed = subprocess.run(command + ["--out", str(tmp_path / "killed"), "--cache", str(tmp_path / "cache-killed")],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    for unit in ("train synthetic/seed0/ofa", "explain synthetic/seed0/ofa", "score synthetic/seed0/ofa/srg",
+                 "score synthetic/seed0/ofa/rsrg"):
+        assert f"{unit}: cached" in resumed.stdout
+    assert "explain synthetic/seed0/attn: done" in resumed.stdout
+    after = _units(tmp_path / "cache-killed")
+    assert all(after[path] == mtime for path, mtime in finished.items())  # not recomputed, not rewritten
+    assert len(after) > len(finished)
+    for name in ("table2.csv", "scores_long.csv"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    assert not list((tmp_path / "cache-killed" / "checkpoints").glob("*.partial.pt"))
+
+
+def test_unknown_names_exit_2_with_the_valid_ones(tmp_path, capsys):
+    assert main(["run", "--methods", "ofa,shap", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'shap'" in err and "grad" in err and "captum.Lime" in err
+    assert main(["run", "--datasets", "synthetic,chestmnist", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'chestmnist'" in err and "pneumoniamnist" in err
+    assert main(["run", "--set", "run.n_tests=3", "--out", str(tmp_path)]) == 2
+    assert "unknown run option(s) n_tests" in capsys.readouterr().err
+    assert main(["run", "--set", "stepz=3", "--out", str(tmp_path)]) == 2
+    assert "unknown training option(s) stepz" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # all checked before any work
+
+
+def test_unreadable_config_exits_2(tmp_path, capsys):
+    assert main(["run", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[run\nn_test = 3\n")
+    assert main(["run", "--config", str(broken), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid TOML" in err and len(err.strip().splitlines()) == 1
+
+
+def test_plugin_that_raises_at_import_exits_2_naming_it(tmp_path, capsys):
+    plugin = tmp_path / "broken_plugin.py"
+    plugin.write_text("raise RuntimeError('no GPU driver here')\n")
+    assert main(["run", "--plugins", str(plugin), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "broken_plugin.py failed to load: RuntimeError: no GPU driver here" in err
+
+
+def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, tiny_config, capsys):
+    plugin = tmp_path / "nan_plugin.py"
+    plugin.write_text(NAN_PLUGIN)
+    cache = tmp_path / "cache"
+    extra = ["--methods", "ofa,test.nan,grad", "--plugins", str(plugin), "--no-figures"]
+    assert run_cli(tiny_config, tmp_path / "stop", cache, *extra) == 2  # without --keep-going: stops, one line
+    err = capsys.readouterr().err
+    assert "explain synthetic/seed0/test.nan failed: ExplainerOutputError" in err and "non-finite" in err
+
+    out = tmp_path / "keep"
+    assert run_cli(tiny_config, out, cache, *extra, "--keep-going") == 1
+    captured = capsys.readouterr()
+    assert "explain synthetic/seed0/test.nan: FAILED: ExplainerOutputError" in captured.out
+    assert "1 unit(s) failed" in captured.err and "explain synthetic/seed0/test.nan" in captured.err
+    assert "explain synthetic/seed0/ofa: cached" in captured.out  # finished before the stop above
+    table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
+    assert list(table.index) == ["OFA", "test.nan", "Grad"]
+    assert table.loc["test.nan"].tolist() == ["n/a", "n/a"]
+    assert all(float(cell) == float(cell) for cell in table.loc[["OFA", "Grad"]].to_numpy().ravel())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["unit"] for f in manifest["failures"]] == ["explain synthetic/seed0/test.nan"]
+
+
+def test_predicted_target_and_metric_choice(tmp_path, tiny_config, capsys):
+    out = tmp_path / "out"
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--target", "predicted", "--methods", "ofa",
+                   "--set", 'run.metrics=["srg"]', "--no-figures") == 0
+    scores = pd.read_csv(out / "scores_long.csv")
+    assert set(scores["metric"]) == {"srg", "mrg", "lrg", "insertion", "deletion"}
+    assert (scores["target"] != scores["label"]).any()  # a 6-step network is often wrong: its own class is explained
+    assert not (out / "localization.csv").exists()
+    assert json.loads((out / "manifest.json").read_text())["options"]["target"] == "predicted"
+
+
+def _long_frame() -> pd.DataFrame:
+    """Hand-made per-image scores: 2 datasets x 3 methods x 2 seeds x 4 images; 'b' misses dataset d2."""
+    rows = []
+    per_seed = {("a", 0): 0.30, ("a", 1): 0.34, ("b", 0): 0.10, ("b", 1): 0.12, ("c", 0): -0.00001,
+                ("c", 1): 0.00001}
+    for dataset in ("d1", "d2"):
+        for (method, seed), mean in per_seed.items():
+            if method == "b" and dataset == "d2":
+                continue
+            for image, offset in enumerate((-0.01, 0.01, -0.02, 0.02)):
+                for metric in ("srg", "rsrg"):
+                    value = mean + offset if metric == "srg" else mean / 2 + offset
+                    rows.append({"dataset": dataset, "seed": seed, "method": method, "image": image,
+                                 "metric": metric, "value": value})
+                if dataset == "d1":
+                    rows.append({"dataset": dataset, "seed": seed, "method": method, "image": image,
+                                 "metric": "localization", "value": np.nan if image == 0 else 0.5 + mean})
+    return pd.DataFrame(rows)
+
+
+def test_table2_layout_bold_best_and_spread():
+    scores = _long_frame()
+    table = table2(scores, methods=["a", "b", "c"], datasets=["d1", "d2"])
+    assert list(table.columns) == [("d1", "SRG"), ("d1", "R-SRG"), ("d2", "SRG"), ("d2", "R-SRG")]
+    assert table.loc["a", ("d1", "SRG")] == f"32.00 ± {np.std([30, 34], ddof=1):.2f}"  # mean ± std of seed means
+    assert table.loc["b", ("d1", "R-SRG")] == f"5.50 ± {np.std([5, 6], ddof=1):.2f}"
+    assert table.loc["c", ("d1", "SRG")] == "0.00 ± 0.00"  # never '-0.00'
+    assert table.loc["b", ("d2", "SRG")] == "n/a"
+    latex = to_latex(table, "caption", "tab:t2")
+    assert latex.count("\\textbf{") == 4  # one best per column, 'a' everywhere
+    assert "a & \\textbf{32.00 $\\pm$ 2.83}" in latex and "n/a" in latex
+    single = table2(scores[scores["seed"] == 0], methods=["a", "b", "c"])
+    assert single.loc["a", ("d1", "SRG")] == "30.00"  # one seed: no spread
+
+    localization = localization_table(scores, methods=["a", "b", "c"], datasets=["d1", "d2"])
+    assert list(localization.columns) == [("d1", "Loc")]  # only where ground truth exists
+    assert localization.loc["a", ("d1", "Loc")] == "82.00 ± 2.83"  # NaN image left out
+
+
+def test_wilcoxon_pairs_images_and_adjusts():
+    tests = wilcoxon_tests(_long_frame(), metrics=("srg",), methods=["a", "b", "c"])
+    d1 = tests[tests["dataset"] == "d1"].set_index(["method_a", "method_b"])
+    assert list(d1.index) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert (d1["n"] == 8).all()  # paired by (seed, image)
+    assert d1.loc[("a", "b"), "mean_diff_x100"] == pytest.approx(21.0)
+    assert d1.loc[("a", "b"), "p_value"] < 0.01 and (d1["p_holm"] >= d1["p_value"]).all()
+    d2 = tests[tests["dataset"] == "d2"]
+    assert list(zip(d2["method_a"], d2["method_b"])) == [("a", "c")]  # 'b' has no d2 scores
+
+
+def test_run_config_layers():
+    config, overrides = run_config({"run": {"n_test": 5}, "train": {"steps": 9}},
+                                   {"n_test": 7, "methods": None},
+                                   {"run.n_draws": 3, "data.synthetic.n_samples": 40, "lr": 0.1, "train.steps": 4})
+    assert config["run"]["n_test"] == 7 and config["run"]["n_draws"] == 3  # flags and --set beat the file
+    assert config["run"]["methods"] == ["ofa", "grad", "attn"]  # untouched keys keep DEFAULT_RUN's values
+    assert config["data"]["synthetic"]["n_samples"] == 40
+    assert config["train"]["steps"] == 9 and overrides == {"lr": 0.1, "steps": 4}
+    options = RunOptions.from_dict({**config["run"], "steps": "all", "seeds": "3,1"})
+    assert options.steps is None and options.seeds == [3, 1]
+    assert options.metric_options_for("rsrg") == {"steps": None, "batch_size": 256, "n_draws": 3}
+    assert options.metric_options_for("localization") == {}
+    with pytest.raises(XaibenchError, match="n_test must be an integer >= 1"):
+        RunOptions.from_dict({**config["run"], "n_test": 0})

@@ -1,0 +1,92 @@
+"""Finished units of work on disk (explanations, scores): one file per unit, named by a hash of its inputs.
+
+Files are written atomically, so a run killed at any moment leaves each unit whole or absent; the next
+run loads what exists and computes the rest. Checkpoints have their own cache (training/trainer.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xaibench.io import atomic_torch_save, stable_hash
+
+#: bump when the content or meaning of a unit file changes; old files are then ignored
+UNIT_VERSION = 1
+
+
+def unit_key(kind: str, inputs: dict[str, Any]) -> str:
+    """Hash of everything a unit's result depends on."""
+    return stable_hash({"v": UNIT_VERSION, "kind": kind, **inputs}, length=20)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A generator seed from (seed, dataset, method, stage...), stable across sessions and machines."""
+    return int(stable_hash(list(parts)), 16) % (2**63 - 1)
+
+
+@lru_cache(maxsize=None)
+def _files_hash(paths: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def code_fingerprint(obj: Any) -> str:
+    """Hash of the source an explainer or metric runs: its package folder's .py files, or its plugin file.
+
+    Editing the code of a method or metric then invalidates its cached units instead of serving stale ones.
+    """
+    try:
+        source = Path(inspect.getsourcefile(obj) or "")
+    except TypeError:
+        source = Path("")
+    if not source.is_file():
+        module = sys.modules.get(getattr(obj, "__module__", ""), None)
+        return stable_hash([getattr(module, "__name__", None), getattr(obj, "__qualname__", repr(obj))])
+    folder = source.parent
+    files = tuple(sorted(folder.glob("*.py"))) if (folder / "__init__.py").exists() else (source,)
+    return _files_hash(files)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """Hash of a model's parameters and buffers (what it computes, not where its file came from)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+class UnitStore:
+    """`<root>/<kind>/<key>.pt` per finished unit; payloads are dicts of tensors, numbers and strings."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.pt"
+
+    def load(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The unit's payload, or None when it is not there (or unreadable: it is then recomputed)."""
+        path = self.path(kind, key)
+        if not path.exists():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a file from an older format or a damaged disk: compute the unit again
+            return None
+        return payload if isinstance(payload, dict) else None
+
+    def save(self, kind: str, key: str, payload: dict[str, Any]) -> Path:
+        return atomic_torch_save(payload, self.path(kind, key))

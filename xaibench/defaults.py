@@ -1,0 +1,43 @@
+"""The defaults of `xaibench run`, all in one place: what the plain command does and how big it is.
+
+`xaibench run` lays a --config file over DEFAULT_RUN (the file wins, key by key), then the command-line
+flags, then --set. The plain command (no options) must finish in under 5 minutes on a 2-core CPU,
+OFA training included: tune the numbers here, nowhere else.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_RUN: dict[str, Any] = {
+    # What is run and how it is scored; keys of xaibench.runner.RunOptions.
+    "run": {
+        "methods": ["ofa", "grad", "attn"],
+        "datasets": ["synthetic"],
+        "seeds": [0],
+        "size": 28,  # image side; synthetic draws at any size, MedMNIST+ has 28/64/128/224
+        "model": "ofa",  # the network every method explains and every metric queries (SPEC §4)
+        "target": "label",  # explained and scored class: "label" (ground truth) or "predicted"
+        "n_test": 64,  # the first n_test test images are explained and scored
+        "batch_size": 64,  # images per explain/metric call
+        "metrics": ["srg", "rsrg", "localization"],  # localization only where the dataset has ground truth
+        "steps": 11,  # curve points K per MIF/LIF/R-SRG curve (k = 0..n evenly, rounded); "all" = every k
+        "n_draws": 2,  # R-SRG draws per curve
+        "metric_batch_size": 256,  # masked inputs per forward_fn call inside a metric
+        "n_figure_images": 6,  # test images in the attribution-map figure
+        "figures": True,
+        "method_options": {},  # e.g. {"captum.Lime": {"n_samples": 128}}
+        "metric_options": {},  # e.g. {"rsrg": {"eps": 1e-6}}; laid over the options built from the keys above
+    },
+    # TrainConfig options of the default run ([train] and [train.<model>] of a config file).
+    "train": {
+        "steps": 150,
+        "init": "segm",
+        "init_steps": 150,
+        "batch_size": 32,
+        "n_masks": 2,
+        "eval_every": 50,
+        "warmup_steps": 20,
+    },
+    # Dataset options per dataset ([data.<name>] of a config file), e.g. {"synthetic": {"n_samples": 1000}}.
+    "data": {},
+}
