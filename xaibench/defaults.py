@@ -28,16 +28,9 @@ DEFAULT_RUN: dict[str, Any] = {
         "method_options": {},  # e.g. {"captum.Lime": {"n_samples": 128}}
         "metric_options": {},  # e.g. {"rsrg": {"eps": 1e-6}}; laid over the options built from the keys above
     },
-    # TrainConfig options of the default run ([train] and [train.<model>] of a config file).
-    "train": {
-        "steps": 150,
-        "init": "segm",
-        "init_steps": 150,
-        "batch_size": 32,
-        "n_masks": 2,
-        "eval_every": 50,
-        "warmup_steps": 20,
-    },
+    # TrainConfig options of the default run ([train] and [train.<model>] of a config file); empty = the
+    # TrainConfig defaults, the CPU recipe of docs/training.md (300 Segm steps, then 300 OFA steps).
+    "train": {},
     # Dataset options per dataset ([data.<name>] of a config file), e.g. {"synthetic": {"n_samples": 1000}}.
     "data": {},
 }

@@ -22,7 +22,7 @@ class OFANet(MaskedClassifier):
 
     def __init__(self, num_classes: int, in_chans: int = 1, img_size: int = 28, patch_size: int | None = None,
                  arch: str = "tiny", pretrained: str | None = None, decoder_depth: int = 1,
-                 logit_scale_init: float = 1.0, **overrides):
+                 logit_scale_init: float = 10.0, **overrides):
         super().__init__(img_size, patch_size, in_chans, num_classes)
         self.encoder = build_encoder(img_size, self.patch_size, in_chans, arch, num_classes=0,
                                      pretrained=pretrained, **overrides)
