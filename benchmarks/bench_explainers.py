@@ -14,39 +14,26 @@ import warnings
 import torch
 
 from xaibench.methods import create_method
-from xaibench.models import create_model
 from xaibench.registry import METHODS
+
+from harness import add_model_args, build_model, sync
 
 # Sample counts for a quick CPU run; pass --full to use each method's own defaults instead.
 QUICK = {"captum.KernelShap": dict(n_samples=32), "captum.Lime": dict(n_samples=32),
          "captum.ShapleyValueSampling": dict(n_samples=2)}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    add_model_args(parser)
     parser.add_argument("--model", default="ofa", help="the network explained (default: the OFA network)")
-    parser.add_argument("--arch", default="tiny")
-    parser.add_argument("--img-size", type=int, default=28)
-    parser.add_argument("--in-chans", type=int, default=1)
     parser.add_argument("--n-images", type=int, default=16, help="images in the batch every method explains")
     parser.add_argument("--methods", default="*", help="comma-separated names or globs (default: all registered)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up; median kept")
     parser.add_argument("--full", action="store_true", help="use the methods' default sample counts")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = create_model(args.model, num_classes=3, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch)
-    model = model.eval().to(device)
+    device, model = build_model(args, args.model)
     g = torch.Generator().manual_seed(1)
     inputs = torch.randn(args.n_images, args.in_chans, args.img_size, args.img_size, generator=g).to(device)
     targets = torch.randint(0, 3, (args.n_images,), generator=g).to(device)

@@ -12,12 +12,8 @@ import time
 import torch
 
 from xaibench.metrics import rsrg, srg
-from xaibench.models import create_model
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from harness import add_model_args, build_model, sync
 
 
 def timed(device: torch.device, fn, repeats: int = 1):
@@ -39,25 +35,16 @@ def timed(device: torch.device, fn, repeats: int = 1):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--arch", default="tiny")
-    parser.add_argument("--img-size", type=int, default=28)
-    parser.add_argument("--in-chans", type=int, default=1)
+    add_model_args(parser)
     parser.add_argument("--n-images", type=int, default=16, help="images of the SRG throughput row (R-SRG: half)")
     parser.add_argument("--batch-size", type=int, default=256, help="masked inputs per forward call")
     parser.add_argument("--n-draws", type=int, default=4, help="R-SRG draws")
     parser.add_argument("--scaling-steps", type=int, default=7, help="smallest K of the scaling rows (K, 2K-1, 4K-3)")
     parser.add_argument("--bare-batches", type=int, default=4, help="timed batches of the bare forward")
     parser.add_argument("--repeats", type=int, default=2, help="timings per row; the best is kept")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = create_model("ofa", num_classes=3, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch)
-    model = model.eval().to(device)
+    device, model = build_model(args)
     n = model.n_patches
     shape = (args.in_chans, args.img_size, args.img_size)
     bs = args.batch_size

@@ -15,21 +15,18 @@ from xaibench.models import create_model
 from xaibench.models.ofa import OFANet
 from xaibench.training.losses import classification_loss, ofa_loss
 
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from harness import sync
 
 
 def time_steps(step, device, repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         step()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2]
