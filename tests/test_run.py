@@ -1,6 +1,7 @@
 """`xaibench run`: the whole benchmark through the CLI, caching and resume after a real kill, errors, tables."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,3 +288,20 @@ def test_run_config_layers():
     assert options.metric_options_for("localization") == {}
     with pytest.raises(XaibenchError, match="n_test must be an integer >= 1"):
         RunOptions.from_dict({**config["run"], "n_test": 0})
+
+
+def test_readme_plugin_example_runs_through_xaibench_run(tmp_path, tiny_config):
+    """The README's "Write your own explainer" file, end to end through `xaibench run --plugins`."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- begin: my_explainer.py -->\s*```python\n(.*?)```", text, re.S)
+    plugin = tmp_path / "my_explainer.py"
+    plugin.write_text(block.group(1))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "xaibench.cli", "run", "--methods", "ofa,my.edges",
+                             "--plugins", str(plugin), "--config", str(tiny_config), "--size", "16", "--out", str(out),
+                             "--cache", str(tmp_path / "cache"), "--quiet", "--no-figures"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    scores = pd.read_csv(out / "scores_long.csv")
+    assert set(scores["method"]) == {"ofa", "my.edges"}
+    assert (out / "table2.md").read_text().count("|") > 10
