@@ -305,3 +305,14 @@ def test_readme_plugin_example_runs_through_xaibench_run(tmp_path, tiny_config):
     scores = pd.read_csv(out / "scores_long.csv")
     assert set(scores["method"]) == {"ofa", "my.edges"}
     assert (out / "table2.md").read_text().count("|") > 10
+
+
+def test_method_fingerprint_covers_the_engine_code_it_runs():
+    import inspect
+
+    from xaibench.cache import _ENGINE_FILES, _files_hash, code_fingerprint
+    from xaibench.registry import METHODS
+
+    assert {"sampling.py", "ofa.py", "vit.py"} <= {path.name for path in _ENGINE_FILES}
+    own = tuple(sorted(Path(inspect.getsourcefile(METHODS.get("grad"))).parent.glob("*.py")))
+    assert code_fingerprint(METHODS.get("grad")) == _files_hash(own + _ENGINE_FILES) != _files_hash(own)

@@ -79,6 +79,16 @@ def test_bad_options_are_named():
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(XaibenchError, match="unknown detach 'both'"):
         TrainConfig(detach="both")
+    with pytest.raises(XaibenchError, match="max_epochs must be >= 1"):
+        TrainConfig(max_epochs=0)
+
+
+def test_init_file_contents_are_part_of_the_key(tmp_path):
+    start = tmp_path / "start.pt"
+    start.write_bytes(b"first")
+    first = checkpoint_key(DATA, "ofa", tiny_config(init=str(start)), 0)
+    start.write_bytes(b"second")
+    assert checkpoint_key(DATA, "ofa", tiny_config(init=str(start)), 0) != first
 
 
 RESUME_SCRIPT = """

@@ -54,7 +54,13 @@ def code_fingerprint(obj: Any) -> str:
         return stable_hash([getattr(module, "__name__", None), getattr(obj, "__qualname__", repr(obj))])
     folder = source.parent
     files = tuple(sorted(folder.glob("*.py"))) if (folder / "__init__.py").exists() else (source,)
-    return _files_hash(files)
+    return _files_hash(files + _ENGINE_FILES)
+
+
+# Engine code every method and metric runs through (seeded draws, the models' masked forward): a change
+# there must invalidate cached explanations and scores too.
+_PACKAGE = Path(__file__).resolve().parent
+_ENGINE_FILES = (_PACKAGE / "sampling.py", *sorted((_PACKAGE / "models").glob("*.py")))
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -7,6 +7,7 @@ and an interrupted training resumes from its last partial checkpoint.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -68,7 +69,7 @@ class TrainConfig:
             raise XaibenchError(f"unknown mask_sizes {self.mask_sizes!r}; valid: {', '.join(MASK_SIZES)}")
         if self.kl_order not in KL_ORDERS:
             raise XaibenchError(f"unknown kl_order {self.kl_order!r}; valid: {', '.join(KL_ORDERS)}")
-        for name in ("steps", "batch_size", "eval_every"):
+        for name in ("steps", "batch_size", "eval_every", "max_epochs"):
             if getattr(self, name) < 1:
                 raise XaibenchError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_masks < 1:
@@ -116,6 +117,9 @@ def checkpoint_key(data: DataSpec, model_name: str, config: TrainConfig, seed: i
         for name in ("n_masks", "uniform_share", "mask_sizes", "paired", "detach", "kl_order", "loss_weights", "init",
                      "init_steps"):
             config_dict.pop(name)
+    init = config_dict.get("init")
+    if init and init != "segm" and Path(init).expanduser().is_file():  # a file's contents, not its name
+        config_dict["init"] = hashlib.sha256(Path(init).expanduser().read_bytes()).hexdigest()
     return stable_hash({"v": CHECKPOINT_VERSION, "data": data.key(), "model": model_name,
                         "config": config_dict, "seed": seed})
 
@@ -190,6 +194,9 @@ def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = No
     partial_path = final_path.with_suffix(".partial.pt")
 
     train, val = data.load("train"), data.load("val")
+    if len(train) == 0 or len(val) == 0:
+        raise XaibenchError(f"{data.name}: the train and val splits must not be empty "
+                            f"(train {len(train)}, val {len(val)})")
     kwargs = model_kwargs(model_name, train, config)
     model = build_model(model_name, kwargs, seed)
     if isinstance(model, OccludedResNet):
