@@ -316,3 +316,12 @@ def test_method_fingerprint_covers_the_engine_code_it_runs():
     assert {"sampling.py", "ofa.py", "vit.py"} <= {path.name for path in _ENGINE_FILES}
     own = tuple(sorted(Path(inspect.getsourcefile(METHODS.get("grad"))).parent.glob("*.py")))
     assert code_fingerprint(METHODS.get("grad")) == _files_hash(own + _ENGINE_FILES) != _files_hash(own)
+
+
+def test_a_score_given_by_two_metrics_is_kept_once(tmp_path, tiny_config):
+    out = tmp_path / "out"
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--no-figures", "--set", "run.metrics=[\"srg\", \"insertion\"]") == 0
+    scores = pd.read_csv(out / "scores_long.csv")
+    assert {"srg", "insertion", "deletion"} <= set(scores["metric"])
+    per_image = scores[scores["metric"] == "insertion"].groupby(["method", "seed", "image"]).size()
+    assert len(per_image) and (per_image == 1).all()

@@ -423,6 +423,7 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
                         "seed": seed, "images": x[shown].cpu(), "labels": labels[shown].cpu(),
                         "masks": test.pixel_masks[indices[shown]] if test.has_ground_truth else None, "maps": {}})
                     entry["maps"][method] = model.patches_to_pixels(attributions[shown].to(device)).cpu()
+                emitted: set[str] = set()  # a score two metrics both give (srg and insertion) is kept once
                 for metric_name in dataset_metrics:
                     label = f"score {dataset}/seed{seed}/{method}/{metric_name}"
                     score_key = unit_key("score", {
@@ -437,8 +438,10 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
                     if scored is None:
                         bar.update(1)
                         continue
+                    fresh = {name: values for name, values in scored["scores"].items() if name not in emitted}
+                    emitted.update(fresh)
                     score_frames.extend(_score_rows(dataset, seed, method, indices, labels.cpu(),
-                                                    explanation["targets"], scored["scores"]))
+                                                    explanation["targets"], fresh))
                     curve_rows.extend(_curve_rows(dataset, seed, method, scored))
     bar.close()
 
