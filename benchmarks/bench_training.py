@@ -13,6 +13,7 @@ import torch
 
 from xaibench.models import create_model
 from xaibench.models.ofa import OFANet
+from xaibench.training.evaluation import autocast_for
 from xaibench.training.losses import classification_loss, ofa_loss
 
 from harness import sync
@@ -44,7 +45,6 @@ def main() -> None:
     parser.add_argument("--models", default="ofa,segm,vit,resnet18,resnet50")
     args = parser.parse_args()
     device = torch.device(args.device)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")  # noqa: E731
     b, m = args.batch_size, args.n_masks
     x = torch.randn(b, args.in_chans, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 3, (b,), device=device)
@@ -59,7 +59,7 @@ def main() -> None:
     x_masked = x.repeat_interleave(1 + m, dim=0)
 
     def ofa_step():
-        with autocast():
+        with autocast_for(device):
             loss = ofa_loss(model, x, y, n_masks=m, generator=generator)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -67,7 +67,7 @@ def main() -> None:
         optimizer.step()
 
     def bare_step():  # the same two forward passes (B unmasked, B(1+M) masked) and one backward, nothing else
-        with autocast():
+        with autocast_for(device):
             plus, minus = model.shapley(x)
             masked_plus, masked_minus = model.shapley(x_masked, fixed_keep)
             loss = plus.float().mean() + OFANet.logits(masked_plus.float(), masked_minus.float(), fixed_keep).mean()
@@ -97,7 +97,7 @@ def main() -> None:
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
         def step():
-            with autocast():
+            with autocast_for(device):
                 loss = classification_loss(net, x, y)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

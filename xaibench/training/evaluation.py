@@ -7,6 +7,11 @@ import torch
 from xaibench.data import ImageDataset
 
 
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA, a no-op elsewhere (the training and evaluation precision policy)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 @torch.inference_mode()
 def predict_proba(model, dataset: ImageDataset, device: torch.device | str, batch_size: int = 512) -> torch.Tensor:
     """Class probabilities [N, C] of the unmasked images, on `device`."""
@@ -16,7 +21,7 @@ def predict_proba(model, dataset: ImageDataset, device: torch.device | str, batc
     outputs = []
     for start in range(0, len(dataset), batch_size):
         x, _ = dataset.batch(slice(start, start + batch_size), device=device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast_for(device):
             outputs.append(model.forward_fn(x))
     model.train(was_training)
     return torch.cat(outputs)

@@ -23,7 +23,7 @@ from xaibench.errors import XaibenchError
 from xaibench.io import atomic_torch_save, cache_dir, stable_hash
 from xaibench.models import MaskedClassifier, OccludedResNet, create_model
 from xaibench.models.ofa import OFANet
-from xaibench.training.evaluation import classification_scores, predict_proba
+from xaibench.training.evaluation import autocast_for, classification_scores, predict_proba
 from xaibench.training.masks import MASK_SIZES
 from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, classification_loss, ofa_loss
 
@@ -159,10 +159,6 @@ def _param_groups(model: MaskedClassifier, config: TrainConfig) -> list[dict[str
             for (is_decoder, decay), params in sorted(groups.items())]
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def build_model(model_name: str, kwargs: dict[str, Any], seed: int) -> MaskedClassifier:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -240,7 +236,7 @@ def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = No
             state["epoch_order"] = torch.randperm(len(train), generator=order_generator)
         index = state["epoch_order"][position * config.batch_size:(position + 1) * config.batch_size].to(device)
         x, y = to_float(images[index]), labels[index]
-        with _autocast(device):
+        with autocast_for(device):
             if is_ofa:
                 losses = ofa_loss(model, x, y, n_masks=config.n_masks, generator=mask_generator,
                                   uniform_share=config.uniform_share, detach=config.detach,
