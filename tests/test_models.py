@@ -77,6 +77,22 @@ def test_ofa_efficiency_identity_and_eq4():
         assert torch.allclose(model.attributions(x, target), phi[torch.arange(6), :, target], atol=1e-6)
 
 
+def test_ofa_phi_is_centred_over_classes_without_changing_predictions():
+    torch.manual_seed(4)
+    model = create_model("ofa", num_classes=3, in_chans=1, img_size=28).eval()
+    raw = create_model("ofa", num_classes=3, in_chans=1, img_size=28, centre_classes=False).eval()
+    raw.load_state_dict(model.state_dict())
+    x, keep = torch.randn(5, 1, 28, 28), torch.rand(5, 49) > 0.5
+    with torch.no_grad():
+        phi_plus, phi_minus = model.shapley(x)
+        raw_plus, raw_minus = raw.shapley(x)
+        assert phi_plus.mean(-1).abs().max() < 1e-5 and phi_minus.mean(-1).abs().max() < 1e-5
+        assert (raw_plus.mean(-1).abs().max() > 1e-3)  # the part no loss can see, removed by centring
+        assert torch.allclose(phi_plus, raw_plus - raw_plus.mean(-1, keepdim=True), atol=1e-5)
+        for mask in (None, keep):  # the same predictions, masked or not
+            assert torch.allclose(model.forward_fn(x, mask), raw.forward_fn(x, mask), atol=1e-5)
+
+
 def test_last_block_attention_is_a_distribution():
     model = create_model("vit", num_classes=2, in_chans=1, img_size=28).eval()
     attn = model.last_block_attention(torch.randn(2, 1, 28, 28))

@@ -10,7 +10,7 @@ from xaibench.training import DataSpec, TrainConfig, classification_scores, load
 @pytest.mark.slow
 def test_ofa_training_makes_phi_faithful_on_a_fast_setting(tmp_path):
     data = DataSpec("synthetic", 28, None, {"n_samples": 800})
-    config = TrainConfig(steps=150, init_steps=200, eval_every=50,
+    config = TrainConfig(steps=300, init_steps=200, eval_every=50,
                          model_options={"depth": 2, "embed_dim": 64, "num_heads": 2})
     ofa = train_model("ofa", data, config, seed=0, cache=tmp_path, progress=False, log=lambda line: None)
     warm = load_trained(ofa.record["init"]["path"])  # the Segm network OFA started from
@@ -24,7 +24,7 @@ def test_ofa_training_makes_phi_faithful_on_a_fast_setting(tmp_path):
                    generator=torch.Generator().manual_seed(1)).srg.mean().item()
 
     ofa_srg, random_srg = mean_srg(ofa.model, "ofa"), mean_srg(ofa.model, "random")
-    assert ofa_srg > random_srg + 0.04, (ofa_srg, random_srg)
-    # at this small scale OFA's phi is not yet more faithful than its Segm start (measured 7.5 vs 8.4);
-    # it must at least not have lost it
-    assert ofa_srg > mean_srg(warm.model, "ofa") - 0.03
+    assert ofa_srg > random_srg + 0.08, (ofa_srg, random_srg)
+    # measured (seeds 0, 1, 2): OFA 21.7, 16.5, 31.1 against random 1.1, 0.9, 2.8 and grad 24.8, 21.4, 28.4;
+    # at 150 steps seed 0 gave only 1.6. The Segm start's phi, never trained to be Shapley values, scores below 0
+    assert ofa_srg > mean_srg(warm.model, "ofa") + 0.04

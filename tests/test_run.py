@@ -215,12 +215,17 @@ def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, t
 
 def test_predicted_target_and_metric_choice(tmp_path, tiny_config, capsys):
     out = tmp_path / "out"
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--methods", "ofa", "--no-figures") == 0
+    assert (out / "localization.csv").exists()
+    (out / "notes.txt").write_text("mine")
+    # the rerun into the same folder drops what it no longer writes (localization), and only that
     assert run_cli(tiny_config, out, tmp_path / "cache", "--target", "predicted", "--methods", "ofa",
                    "--set", 'run.metrics=["srg"]', "--no-figures") == 0
     scores = pd.read_csv(out / "scores_long.csv")
     assert set(scores["metric"]) == {"srg", "mrg", "lrg", "insertion", "deletion"}
     assert (scores["target"] != scores["label"]).any()  # a 6-step network is often wrong: its own class is explained
-    assert not (out / "localization.csv").exists()
+    assert not (out / "localization.csv").exists() and not (out / "localization.tex").exists()
+    assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "manifest.json").read_text())["options"]["target"] == "predicted"
 
 

@@ -467,8 +467,27 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
         "cache": str(cache_root), "checkpoints": checkpoints, "units": units,
         "n_units": n_units, "n_cached": sum(u["cached"] for u in units.values()), "failures": failures,
         "wall_seconds": round(seconds, 1), "files": sorted(str(p.relative_to(out)) for p in files)})
+    stale = _stale_outputs(out, record["files"])
     files.append(atomic_write_text(out / "manifest.json", json.dumps(record, indent=2, default=str)))
+    for path in stale:  # written by an earlier run into this folder and not by this one (e.g. a dropped method)
+        path.unlink(missing_ok=True)
     return RunResult(scores, out, files, failures, n_units, record["n_cached"], seconds)
+
+
+def _stale_outputs(out: Path, written: list[str]) -> list[Path]:
+    """Files the manifest of an earlier run in `out` lists that this run did not write again. Only files an
+    earlier run recorded are ever removed, never anything else in the folder."""
+    try:
+        earlier = json.loads((out / "manifest.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    keep = set(written) | {"manifest.json"}
+    stale = []
+    for name in earlier:
+        path = (out / str(name)).resolve()
+        if str(name) not in keep and path.is_file() and out.resolve() in path.parents:
+            stale.append(path)
+    return stale
 
 
 def _score_rows(dataset: str, seed: int, method: str, indices: torch.Tensor, labels: torch.Tensor,

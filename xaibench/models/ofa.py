@@ -22,8 +22,9 @@ class OFANet(MaskedClassifier):
 
     def __init__(self, num_classes: int, in_chans: int = 1, img_size: int = 28, patch_size: int | None = None,
                  arch: str = "tiny", pretrained: str | None = None, decoder_depth: int = 1,
-                 logit_scale_init: float = 10.0, **overrides):
+                 logit_scale_init: float = 10.0, centre_classes: bool = True, **overrides):
         super().__init__(img_size, patch_size, in_chans, num_classes)
+        self.centre_classes = centre_classes
         self.encoder = build_encoder(img_size, self.patch_size, in_chans, arch, num_classes=0,
                                      pretrained=pretrained, **overrides)
         dim = self.encoder.embed_dim
@@ -45,7 +46,15 @@ class OFANet(MaskedClassifier):
         patches = F.normalize(self.proj_patch(h[:, :n]), dim=-1)
         classes = F.normalize(self.proj_class(h[:, n:]), dim=-1)
         phi = self.log_logit_scale.exp() * patches @ classes.transpose(1, 2)  # [B, n, 2C]
-        return phi[..., : self.num_classes], phi[..., self.num_classes:]
+        phi_plus, phi_minus = phi[..., : self.num_classes], phi[..., self.num_classes:]
+        if self.centre_classes:
+            # A softmax ignores what a patch adds to every class alike, so no loss can pin that part of phi;
+            # left in, it is noise in phi[:, :, c]. Centring over the classes keeps the one identified
+            # representative (for two classes, half the log-odds contribution) and leaves every prediction,
+            # loss value and Eq. 4 as they were.
+            phi_plus = phi_plus - phi_plus.mean(dim=-1, keepdim=True)
+            phi_minus = phi_minus - phi_minus.mean(dim=-1, keepdim=True)
+        return phi_plus, phi_minus
 
     @staticmethod
     def logits(phi_plus: torch.Tensor, phi_minus: torch.Tensor, keep_mask: torch.Tensor | None = None) -> torch.Tensor:

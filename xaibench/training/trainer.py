@@ -28,6 +28,10 @@ from xaibench.training.masks import MASK_SIZES
 from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, classification_loss, ofa_loss
 
 CHECKPOINT_VERSION = 1
+# Per-model revision, part of the key: raise it when a change to a model's code changes what its training
+# produces, so that only that model's checkpoints are retrained. ofa 2: phi centred over the classes, which
+# the informed masks are drawn from.
+MODEL_REVISIONS = {"ofa": 2}
 
 
 @dataclass
@@ -120,8 +124,10 @@ def checkpoint_key(data: DataSpec, model_name: str, config: TrainConfig, seed: i
     init = config_dict.get("init")
     if init and init != "segm" and Path(init).expanduser().is_file():  # a file's contents, not its name
         config_dict["init"] = hashlib.sha256(Path(init).expanduser().read_bytes()).hexdigest()
-    return stable_hash({"v": CHECKPOINT_VERSION, "data": data.key(), "model": model_name,
-                        "config": config_dict, "seed": seed})
+    key = {"v": CHECKPOINT_VERSION, "data": data.key(), "model": model_name, "config": config_dict, "seed": seed}
+    if model_name in MODEL_REVISIONS:
+        key["revision"] = MODEL_REVISIONS[model_name]
+    return stable_hash(key)
 
 
 def model_kwargs(model_name: str, train: ImageDataset, config: TrainConfig) -> dict[str, Any]:
