@@ -29,7 +29,7 @@ DEFAULT_RUN: dict[str, Any] = {
         "metric_options": {},  # e.g. {"rsrg": {"eps": 1e-6}}; laid over the options built from the keys above
     },
     # TrainConfig options of the default run ([train] and [train.<model>] of a config file); empty = the
-    # TrainConfig defaults, the CPU recipe of docs/training.md (300 Segm steps, then 300 OFA steps).
+    # TrainConfig defaults, the CPU recipe of docs/training.md (300 Segm steps, then 500 OFA steps).
     "train": {},
     # Dataset options per dataset ([data.<name>] of a config file), e.g. {"synthetic": {"n_samples": 1000}}.
     "data": {},

@@ -38,10 +38,10 @@ MODEL_REVISIONS = {"ofa": 2}
 class TrainConfig:
     """Training options. Paper (ViT-B, DINOv2 init): lr 1e-5, weight decay 1e-5, batch 64, ~10k steps,
     at most 100 epochs, M = 32 masks. The defaults are the CPU recipe chosen by measurement on the
-    synthetic set (docs/training.md): 300 Segm steps, then 300 OFA steps with l3 weighted 5, uniform
-    subset sizes and paired masks, logit scale 10."""
+    synthetic set (docs/training.md): 300 Segm steps, then 500 OFA steps with l3 weighted 5, uniform
+    subset sizes and paired masks, logit scale 10. The baselines train for `steps` (500) as well."""
 
-    steps: int = 300
+    steps: int = 500
     batch_size: int = 32
     lr: float = 5e-4
     decoder_lr: float | None = None  # OFA/Segm decoder; None = lr
@@ -57,7 +57,7 @@ class TrainConfig:
     kl_order: str = "paper"  # "paper": KL(u_x(S) || u_{x_S}(S)) as Eq. 7; "swapped": the reverse
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 5.0)  # l1, l2, l3
     init: str | None = "segm"  # OFA warm start: "segm" (l1-only training first), a checkpoint path, or None
-    init_steps: int | None = None  # steps of that l1-only warm start (None = steps)
+    init_steps: int | None = 300  # steps of that l1-only warm start (None = steps)
     arch: str = "tiny"
     patch_size: int | None = None
     logit_scale_init: float = 10.0
