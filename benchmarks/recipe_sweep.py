@@ -1,9 +1,10 @@
 """OFA recipe search: train (Segm warm start, then OFA) under several settings, score ofa/grad/attn.
 
-    python benchmarks/recipe_sweep.py --dataset synthetic --configs '[{"logit_scale_init": 10}, {...}]'
+    python benchmarks/recipe_sweep.py --dataset synthetic --configs '[{"logit_scale_init": 10}, {...}]' --seeds 0,1,2
 
-Each config is a dict of TrainConfig overrides. For each it prints test accuracy, and SRG / R-SRG (x100)
-and localization AUROC (where ground truth exists) of ofa, grad and attn on the same network.
+Each config is a dict of TrainConfig overrides, trained once per seed. For each it prints test accuracy, and
+SRG / R-SRG (x100) and localization AUROC (where ground truth exists) of ofa, grad and attn on the same
+network; where ground truth exists also the SRG of the true lesion mask used as the attribution ("truth").
 Results of earlier sweeps are in docs/training.md.
 """
 from __future__ import annotations
@@ -33,6 +34,9 @@ def evaluate(model, test, device, n_eval: int, steps: int) -> dict[str, float]:
                                           batch_size=1024, generator=torch.Generator().manual_seed(2)).rsrg.mean().item()
         if truth is not None:
             row[f"{name} loc"] = localization_auroc(attributions, truth.to(device)).nanmean().item()
+    if truth is not None:
+        row["truth SRG"] = 100 * srg(model.forward_fn, x, truth.to(device).float(), y, steps=steps, batch_size=1024,
+                                     generator=torch.Generator().manual_seed(1)).srg.mean().item()
     return row
 
 
@@ -45,6 +49,7 @@ def main() -> None:
     parser.add_argument("--configs", default="[{}]", help="JSON list of TrainConfig overrides")
     parser.add_argument("--n-eval", type=int, default=200)
     parser.add_argument("--steps", type=int, default=13, help="curve points for SRG/R-SRG")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds, each config once per seed")
     parser.add_argument("--cache", default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -53,16 +58,17 @@ def main() -> None:
     cache = args.cache or tempfile.mkdtemp(prefix="xaibench-sweep-")
     base = json.loads(args.base)
     print(f"device {device}, dataset {args.dataset}, base {base}", flush=True)
-    for overrides in json.loads(args.configs):
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    for overrides, seed in ((o, s) for o in json.loads(args.configs) for s in seeds):
         config = TrainConfig().replace(**{**base, **overrides})
         start = time.perf_counter()
-        trained = train_model("ofa", data, config, seed=0, device=device, cache=cache, progress=False,
+        trained = train_model("ofa", data, config, seed=seed, device=device, cache=cache, progress=False,
                               log=lambda line: None)
         seconds = time.perf_counter() - start
         scores = classification_scores(predict_proba(trained.model, test, device), test)
         row = evaluate(trained.model, test, device, args.n_eval, args.steps)
         last = trained.record["history"][-1]
-        print(json.dumps({"config": overrides, "train_s": round(seconds), "test_acc": round(scores["acc"], 3),
+        print(json.dumps({"config": overrides, "seed": seed, "train_s": round(seconds), "test_acc": round(scores["acc"], 3),
                           "train_l3": round(last.get("l3", float("nan")), 4),
                           **{k: round(v, 3) for k, v in row.items()}}), flush=True)
 
