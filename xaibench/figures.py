@@ -43,12 +43,16 @@ def _display_image(image: torch.Tensor) -> tuple[np.ndarray, str | None]:
 
 def attribution_maps(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *,
                      masks: torch.Tensor | None = None, captions: Sequence[str] | None = None,
-                     title: str = "") -> Figure:
+                     title: str = "", centre: bool = True) -> Figure:
     """A grid: first row the images [N, C, H, W] (true lesion outlined where `masks` [N, H, W] is given),
-    then one row per method of its map [N, H, W] over the image, red = for the target, blue = against.
+    then one row per method of its map [N, H, W] over the image, red = above, blue = below.
 
-    Each map has its own symmetric colour scale (max |value| of that image), so methods on different
-    scales can be compared by their pattern.
+    With `centre` (the default) each map is drawn minus its own mean over the image: red marks the
+    patches that count more for the target than the image's average patch, blue those that count less.
+    A constant shift changes no ranking, so the MIF/LIF curves, SRG and localization see exactly what
+    is drawn; without it a map whose values share a large common offset (OFA's phi sums to the class
+    evidence, spread over all patches) shows as one flat colour. Each map has its own symmetric colour
+    scale (max |value| of that image), so methods on different scales can be compared by their pattern.
     """
     n_images = images.shape[0]
     n_rows = 1 + len(maps)
@@ -65,6 +69,8 @@ def attribution_maps(images: torch.Tensor, maps: Mapping[str, torch.Tensor], *,
         for row, (name, values) in enumerate(maps.items(), start=1):
             ax = axes[row, column]
             value = values[column].float().cpu().numpy()
+            if centre:
+                value = value - value.mean()
             scale = float(np.abs(value).max()) or 1.0
             ax.imshow(pixels, cmap=cmap, interpolation="nearest", alpha=0.5)
             ax.imshow(value, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -scale, scale), interpolation="nearest",

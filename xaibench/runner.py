@@ -552,7 +552,7 @@ def write_figures(folder: Path, figure_data: dict[str, dict[str, Any]], curves: 
         captions = [f"#{i} label {int(y)}" for i, y in enumerate(entry["labels"])]
         figure = attribution_maps(entry["images"], maps, masks=entry["masks"], captions=captions,
                                   title=f"{DATASET_LABELS.get(dataset, dataset)}: attributions for the "
-                                        f"{options.target} class (seed {entry['seed']})")
+                                        f"{options.target} class, centred per image (seed {entry['seed']})")
         files += save_figure(figure, folder / f"maps_{dataset}")
     if len(curves):
         frame = mean_curves(curves)
