@@ -26,17 +26,20 @@ def evaluate(model, test, device, n_eval: int, steps: int) -> dict[str, float]:
     x, y = test.batch(slice(0, n), device=device)
     truth = test.patch_masks(model.patch_size, slice(0, n)) if test.has_ground_truth else None
     row = {}
+
+    def srg_x100(attributions: torch.Tensor) -> float:
+        return 100 * srg(model.forward_fn, x, attributions, y, steps=steps, batch_size=1024,
+                         generator=torch.Generator().manual_seed(1)).srg.mean().item()
+
     for name in ("ofa", "grad", "attn"):
         attributions = create_method(name, model).explain(x, y, generator=torch.Generator().manual_seed(0)).attributions
-        row[f"{name} SRG"] = 100 * srg(model.forward_fn, x, attributions, y, steps=steps, batch_size=1024,
-                                       generator=torch.Generator().manual_seed(1)).srg.mean().item()
+        row[f"{name} SRG"] = srg_x100(attributions)
         row[f"{name} R-SRG"] = 100 * rsrg(model.forward_fn, x, attributions, y, steps=steps, n_draws=2,
                                           batch_size=1024, generator=torch.Generator().manual_seed(2)).rsrg.mean().item()
         if truth is not None:
             row[f"{name} loc"] = localization_auroc(attributions, truth.to(device)).nanmean().item()
     if truth is not None:
-        row["truth SRG"] = 100 * srg(model.forward_fn, x, truth.to(device).float(), y, steps=steps, batch_size=1024,
-                                     generator=torch.Generator().manual_seed(1)).srg.mean().item()
+        row["truth SRG"] = srg_x100(truth.to(device).float())
     return row
 
 
