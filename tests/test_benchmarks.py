@@ -1,18 +1,27 @@
-"""The estimators inside benchmark scripts that docs/training.md draws conclusions from."""
+"""The research scripts in experiments/ that docs/training.md draws conclusions from: their estimator, and
+that they still import against the current library."""
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from xaibench.models import create_model
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
 
 def _load(name: str):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = EXPERIMENTS / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize("name", ["recipe_sweep", "exact_shapley"])
+def test_experiment_scripts_import_and_have_a_main(name):
+    assert callable(_load(name).main)
 
 
 def test_sampled_shapley_is_efficient_and_seeded():

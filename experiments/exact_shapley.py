@@ -1,6 +1,6 @@
 """How close is OFA's phi to the Shapley values it is trained to give, and how well do those localize?
 
-    python benchmarks/exact_shapley.py CHECKPOINT.pt --n-images 40 --permutations 32
+    python experiments/exact_shapley.py CHECKPOINT.pt --n-images 40 --permutations 32
 
 For a trained OFA checkpoint on `synthetic`, estimates per test image the Shapley values of the network's
 own masked prediction, v(S) = z_y(x_S) - mean_k z_k(x_S) (the centred target logit with the patches outside

@@ -1,6 +1,6 @@
 """OFA recipe search: train (Segm warm start, then OFA) under several settings, score ofa/grad/attn.
 
-    python benchmarks/recipe_sweep.py --dataset synthetic --configs '[{"logit_scale_init": 10}, {...}]' --seeds 0,1,2
+    python experiments/recipe_sweep.py --dataset synthetic --configs '[{"logit_scale_init": 10}, {...}]' --seeds 0,1,2
 
 Each config is a dict of TrainConfig overrides, trained once per seed. For each it prints test accuracy, and
 SRG / R-SRG (x100) and localization AUROC (where ground truth exists) of ofa, grad and attn on the same
