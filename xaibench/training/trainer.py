@@ -130,6 +130,12 @@ def checkpoint_key(data: DataSpec, model_name: str, config: TrainConfig, seed: i
     return stable_hash(key)
 
 
+def checkpoint_path(data: DataSpec, model_name: str, config: TrainConfig, seed: int, cache: Path | None = None) -> Path:
+    """The final checkpoint file train_model writes or loads for these inputs (pure: nothing is trained)."""
+    key = checkpoint_key(data, model_name, config, seed)
+    return Path(cache or cache_dir()) / "checkpoints" / f"{model_name}-{data.name}-{data.size}-{key}.pt"
+
+
 def model_kwargs(model_name: str, train: ImageDataset, config: TrainConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(num_classes=train.info.n_classes, in_chans=train.info.in_chans,
                                   img_size=train.info.size, patch_size=config.patch_size, pretrained=config.pretrained)
