@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import json
-import tomllib
+import sys
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: tomli is tomllib's source, declared for this version in pyproject.toml
+    import tomli as tomllib
 
 from xaibench.errors import XaibenchError
 
