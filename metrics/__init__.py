@@ -2,18 +2,21 @@
 
 Functional (device in, device out; see docs/metrics.md):
     srg(forward_fn, inputs, attributions, targets, *, steps=None, batch_size=256, generator=None,
-        random_baseline=False, autocast=None) -> SRGResult
+        random_baseline=True, autocast=None) -> MetricResult
     rsrg(forward_fn, inputs, attributions, targets, *, n_draws=4, steps=None, batch_size=256, generator=None,
-         eps=1e-6, autocast=None) -> RSRGResult
-    insertion(...) / deletion(...) -> CurveResult;  localization_auroc(attributions, ground_truth) -> [B]
+         eps=1e-6, autocast=None) -> MetricResult
+    insertion(...) / deletion(...) -> MetricResult;  localization_auroc(attributions, ground_truth) -> [B]
 with forward_fn(x [b, C, H, W], keep_mask bool [b, n]) -> probabilities [b, n_classes], inputs [B, C, H, W],
 attributions [B, n], targets long [B]; steps None = every k, int K = K evenly spaced k, list = those k.
 
 Registered (`xaibench list metrics`): srg, rsrg, insertion, deletion, localization. A runner does
     metric = create_metric("srg", steps=None, batch_size=256)      # = METRICS.create(name, **options)
     out = metric(forward_fn, inputs, attributions, targets, ground_truth=None, generator=g)
-    out.scores  # name -> [B];  out.curves  # name -> [B, K] at out.x [K]
+    out.scores  # name -> [B];  out.curves  # name -> [B, K] at out.x [K]; out.srg, out.mif as attributes
     metric.compute(), metric.per_image(), metric.reset()
+Every call, functional or registered, returns one MetricResult (SRGResult, RSRGResult, CurveResult and
+MetricOutput are its former names). A class and its function share every option and default.
+score_higher_is_better(score) says which way a score is better (the tables bold by it).
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from xaibench.registry import METRICS, list_metrics
 from .curves import keep_curves, resolve_steps, trapezoid_auc
 from .localization import localization_auroc
 from .pixel_flipping import CurveResult, SRGResult, deletion, insertion, srg
+from .result import MetricResult
 from .rsrg import RSRGResult, rsrg
-from .stateful import RSRG, SRG, Deletion, Insertion, Localization, Metric, MetricOutput
+from .stateful import RSRG, SRG, Deletion, Insertion, Localization, Metric, MetricOutput, score_higher_is_better
 
 
 def create_metric(name: str, **options: Any) -> Metric:
@@ -33,6 +37,6 @@ def create_metric(name: str, **options: Any) -> Metric:
     return METRICS.create(name, **options)
 
 
-__all__ = ["CurveResult", "Deletion", "Insertion", "Localization", "Metric", "MetricOutput", "RSRG", "RSRGResult",
-           "SRG", "SRGResult", "create_metric", "deletion", "insertion", "keep_curves", "list_metrics",
-           "localization_auroc", "resolve_steps", "rsrg", "srg", "trapezoid_auc"]
+__all__ = ["CurveResult", "Deletion", "Insertion", "Localization", "Metric", "MetricOutput", "MetricResult", "RSRG",
+           "RSRGResult", "SRG", "SRGResult", "create_metric", "deletion", "insertion", "keep_curves", "list_metrics",
+           "localization_auroc", "resolve_steps", "rsrg", "score_higher_is_better", "srg", "trapezoid_auc"]

@@ -4,52 +4,16 @@ x_k = k/n is the fraction of patches removed; y_k = target probability of the ma
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from xaibench.sampling import descending_order, uniform
 
 from .curves import ForwardFn, Steps, check_shapes, keep_curves, ranks_of, resolve_steps, trapezoid_auc
+from .result import MetricResult
 
 
-@dataclass(frozen=True)
-class SRGResult:
-    """Per-image SRG scores [B] and curves [B, K] at x [K] (fraction removed), probability units.
-
-    srg = AUC(LIF) - AUC(MIF); insertion = AUC(LIF) (keeping the most important patches is inserting
-    them first, read right to left); deletion = AUC(MIF). With a random ordering (random_baseline=True):
-    mrg = AUC(random) - AUC(MIF), lrg = AUC(LIF) - AUC(random), so srg = mrg + lrg.
-    """
-
-    x: torch.Tensor
-    mif: torch.Tensor
-    lif: torch.Tensor
-    srg: torch.Tensor
-    insertion: torch.Tensor
-    deletion: torch.Tensor
-    random: torch.Tensor | None = None
-    mrg: torch.Tensor | None = None
-    lrg: torch.Tensor | None = None
-    n_forward: int = 0  # masked inputs evaluated
-
-    def scores(self) -> dict[str, torch.Tensor]:
-        names = ("srg", "mrg", "lrg", "insertion", "deletion")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-
-    def curves(self) -> dict[str, torch.Tensor]:
-        names = ("mif", "lif", "random")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-
-
-@dataclass(frozen=True)
-class CurveResult:
-    """One perturbation curve per image [B, K] at x [K] (fraction removed) and its area [B]."""
-
-    x: torch.Tensor
-    curve: torch.Tensor
-    auc: torch.Tensor
-    n_forward: int = 0
+# The former result classes, now names of the one MetricResult (kept so that old imports work).
+SRGResult = CurveResult = MetricResult
 
 
 def importance_ranks(attributions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -59,14 +23,16 @@ def importance_ranks(attributions: torch.Tensor, generator: torch.Generator | No
 
 def srg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
         steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
-        random_baseline: bool = False, autocast: bool | None = None) -> SRGResult:
+        random_baseline: bool = True, autocast: bool | None = None) -> MetricResult:
     """Symmetric relevance gain: AUC(LIF) - AUC(MIF) per image.
 
     forward_fn(x [b, C, H, W], keep_mask bool [b, n]) -> probabilities [b, n_classes];
     inputs [B, C, H, W]; attributions [B, n]; targets long [B].
     steps: None = every k = 0..n removed; int K = K evenly spaced k including 0 and n; a list = those k.
     MIF removes the k most important patches, LIF the k least important; both share k = 0 and k = n,
-    so 2K - 2 masked inputs per image (K - 2 more with random_baseline, which adds mrg and lrg).
+    so 2K - 2 masked inputs per image; random_baseline (the default, as the registered class) adds one random
+    ordering per image, K - 2 more inputs, its curve `random` and the scores mrg, lrg (srg = mrg + lrg).
+    Scores: srg, mrg, lrg, insertion = AUC(LIF), deletion = AUC(MIF) [B]; curves: mif, lif, random [B, K].
     batch_size: masked inputs per forward_fn call. autocast: None = bf16 on CUDA only.
     """
     check_shapes(inputs, attributions, targets)
@@ -84,16 +50,18 @@ def srg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor,
     lif_auc, mif_auc = areas[:, 0], areas[:, 1]
     inner = int(((removed > 0) & (removed < n)).sum())
     n_forward = inputs.shape[0] * (removed.numel() - inner + len(orderings) * inner)
-    extra = {}
+    scores = {"srg": lif_auc - mif_auc}
+    named_curves = {"mif": curves[:, 1], "lif": curves[:, 0]}
     if random_baseline:
-        extra = dict(random=curves[:, 2], mrg=areas[:, 2] - mif_auc, lrg=lif_auc - areas[:, 2])
-    return SRGResult(x=x, mif=curves[:, 1], lif=curves[:, 0], srg=lif_auc - mif_auc, insertion=lif_auc,
-                     deletion=mif_auc, n_forward=n_forward, **extra)
+        scores.update(mrg=areas[:, 2] - mif_auc, lrg=lif_auc - areas[:, 2])
+        named_curves["random"] = curves[:, 2]
+    scores.update(insertion=lif_auc, deletion=mif_auc)
+    return MetricResult(scores, named_curves, x, n_forward)
 
 
 def _single_curve(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor,
                   most_important_first: bool, steps: Steps, batch_size: int, generator: torch.Generator | None,
-                  autocast: bool | None) -> CurveResult:
+                  autocast: bool | None, name: str) -> MetricResult:
     check_shapes(inputs, attributions, targets)
     n = attributions.shape[1]
     removed = resolve_steps(steps, n, inputs.device)
@@ -103,18 +71,20 @@ def _single_curve(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: tor
     curve = keep_curves(forward_fn, inputs, rank[:, None], removed, targets, batch_size=batch_size,
                         autocast=autocast)[:, 0]
     x = removed.to(curve.dtype) / n
-    return CurveResult(x=x, curve=curve, auc=trapezoid_auc(curve, x), n_forward=inputs.shape[0] * removed.numel())
+    return MetricResult({name: trapezoid_auc(curve, x)}, {name: curve}, x, inputs.shape[0] * removed.numel())
 
 
 def insertion(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
               steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
-              autocast: bool | None = None) -> CurveResult:
+              autocast: bool | None = None) -> MetricResult:
     """Insertion AUC: patches kept most important first; the same curve as SRG's LIF (x = fraction removed)."""
-    return _single_curve(forward_fn, inputs, attributions, targets, False, steps, batch_size, generator, autocast)
+    return _single_curve(forward_fn, inputs, attributions, targets, False, steps, batch_size, generator, autocast,
+                         "insertion")
 
 
 def deletion(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
              steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
-             autocast: bool | None = None) -> CurveResult:
+             autocast: bool | None = None) -> MetricResult:
     """Deletion AUC: patches removed most important first; SRG's MIF curve (lower is better)."""
-    return _single_curve(forward_fn, inputs, attributions, targets, True, steps, batch_size, generator, autocast)
+    return _single_curve(forward_fn, inputs, attributions, targets, True, steps, batch_size, generator, autocast,
+                         "deletion")

@@ -4,41 +4,27 @@ One Gumbel-top-k order per draw gives nested kept sets for every step at once; c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from xaibench.sampling import minmax, weighted_order
 
 from .curves import ForwardFn, Steps, check_shapes, keep_curves, ranks_of, resolve_steps, trapezoid_auc
+from .result import MetricResult
 
 
-@dataclass(frozen=True)
-class RSRGResult:
-    """Per-image R-SRG [B] and the draw-averaged curves [B, K] at x [K] (fraction removed), probability units."""
-
-    x: torch.Tensor
-    rmif: torch.Tensor
-    rlif: torch.Tensor
-    rsrg: torch.Tensor
-    n_forward: int = 0  # masked inputs evaluated
-
-    def scores(self) -> dict[str, torch.Tensor]:
-        return {"rsrg": self.rsrg}
-
-    def curves(self) -> dict[str, torch.Tensor]:
-        return {"rmif": self.rmif, "rlif": self.rlif}
+RSRGResult = MetricResult  # the former result class, a name of the one MetricResult
 
 
 def rsrg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
          n_draws: int = 4, steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
-         eps: float = 1e-6, autocast: bool | None = None) -> RSRGResult:
+         eps: float = 1e-6, autocast: bool | None = None) -> MetricResult:
     """Randomised SRG: AUC(R-LIF) - AUC(R-MIF) per image.
 
     w = minmax(attributions) + eps. R-LIF at k removed keeps n - k patches drawn without replacement
     ∝ w (so the least important tend to go first); R-MIF the same ∝ 1 - w + eps. Each of the n_draws
     draws is one Gumbel-top-k order per image and curve. Cost: 2 + 2 * n_draws * (K - 2) masked inputs
     per image. Arguments as in `srg`; random or constant attributions give R-SRG ≈ 0.
+    Score: rsrg [B]; curves: rmif, rlif [B, K] (draw means).
     """
     if n_draws < 1:
         raise ValueError(f"n_draws={n_draws}: need at least one draw")
@@ -55,4 +41,4 @@ def rsrg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor
     areas = trapezoid_auc(curves, x)
     inner = int(((removed > 0) & (removed < n)).sum())
     n_forward = b * (removed.numel() - inner + 2 * n_draws * inner)
-    return RSRGResult(x=x, rmif=curves[:, 1], rlif=curves[:, 0], rsrg=areas[:, 0] - areas[:, 1], n_forward=n_forward)
+    return MetricResult({"rsrg": areas[:, 0] - areas[:, 1]}, {"rmif": curves[:, 1], "rlif": curves[:, 0]}, x, n_forward)

@@ -1,31 +1,27 @@
 """The registered metrics: torchmetrics-style classes that wrap the functional twins and keep per-image scores.
 
 Every metric has one call, `metric(forward_fn, inputs, attributions, targets, ground_truth=None, generator=None)`,
-returning a MetricOutput (per-image scores and curves) and accumulating the scores on the device.
+returning a MetricResult (per-image scores and curves, the type the functions return) and accumulating the scores
+on the device. Options and their defaults are the functional twin's (tested). `higher_is_better` and `directions`
+say which way each score is better; `score_higher_is_better(score)` asks every registered metric (the tables bold
+by it: a deletion column bolds its lowest cell).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from xaibench.registry import register_metric
+from xaibench.registry import METRICS, register_metric
 
 from .curves import ForwardFn, Steps
 from .localization import localization_auroc
 from .pixel_flipping import deletion, insertion, srg
+from .result import MetricResult
 from .rsrg import rsrg
 
 
-@dataclass(frozen=True)
-class MetricOutput:
-    """What one call gives: scores name -> [B], curves name -> [B, K] at x [K] (fraction removed)."""
-
-    scores: dict[str, torch.Tensor]
-    curves: dict[str, torch.Tensor] = field(default_factory=dict)
-    x: torch.Tensor | None = None
-    n_forward: int = 0  # masked inputs evaluated
+MetricOutput = MetricResult  # the former name of what a registered metric returns
 
 
 class Metric:
@@ -38,6 +34,8 @@ class Metric:
     needs_ground_truth: ClassVar[bool] = False
     is_differentiable: ClassVar[bool] = False
     main_score: ClassVar[str] = ""
+    # every score the metric can give; empty = only main_score
+    score_names: ClassVar[tuple[str, ...]] = ()
     # score name -> higher is better; scores missing here follow `higher_is_better`
     directions: ClassVar[dict[str, bool]] = {}
 
@@ -46,13 +44,13 @@ class Metric:
 
     def evaluate(self, forward_fn: ForwardFn | None, inputs: torch.Tensor, attributions: torch.Tensor,
                  targets: torch.Tensor, ground_truth: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> MetricOutput:
+                 generator: torch.Generator | None = None) -> MetricResult:
         """Score one batch without touching the state."""
         raise NotImplementedError
 
     def update(self, forward_fn: ForwardFn | None, inputs: torch.Tensor, attributions: torch.Tensor,
                targets: torch.Tensor, ground_truth: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> MetricOutput:
+               generator: torch.Generator | None = None) -> MetricResult:
         if self.needs_ground_truth and ground_truth is None:
             raise ValueError(f"metric {self.main_score!r} needs a ground-truth patch mask [B, n]")
         output = self.evaluate(forward_fn, inputs, attributions, targets, ground_truth, generator)
@@ -73,8 +71,15 @@ class Metric:
     def reset(self) -> None:
         self._scores = {}
 
-    def is_higher_better(self, score: str) -> bool:
-        return self.directions.get(score, self.higher_is_better)
+    @classmethod
+    def scores_given(cls) -> tuple[str, ...]:
+        """The names of the scores this metric gives."""
+        return cls.score_names or ((cls.main_score,) if cls.main_score else ())
+
+    @classmethod
+    def is_higher_better(cls, score: str) -> bool:
+        """Whether a larger value of `score` is better (the table's best cell is then its largest)."""
+        return cls.directions.get(score, cls.higher_is_better)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -97,6 +102,7 @@ class SRG(_CurveMetric):
     """SRG = AUC(LIF) - AUC(MIF) (Blücher et al. 2024); also mrg, lrg, insertion, deletion."""
 
     main_score = "srg"
+    score_names = ("srg", "mrg", "lrg", "insertion", "deletion")
     directions = {"deletion": False}
 
     def __init__(self, steps: Steps = None, batch_size: int = 256, random_baseline: bool = True,
@@ -104,10 +110,9 @@ class SRG(_CurveMetric):
         super().__init__(steps, batch_size, autocast)
         self.random_baseline = random_baseline
 
-    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
-        result = srg(forward_fn, inputs, attributions, targets, generator=generator,
-                     random_baseline=self.random_baseline, **self._options())
-        return MetricOutput(result.scores(), result.curves(), result.x, result.n_forward)
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:
+        return srg(forward_fn, inputs, attributions, targets, generator=generator,
+                   random_baseline=self.random_baseline, **self._options())
 
 
 @register_metric("rsrg")
@@ -122,10 +127,9 @@ class RSRG(_CurveMetric):
         self.n_draws = n_draws
         self.eps = eps
 
-    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
-        result = rsrg(forward_fn, inputs, attributions, targets, n_draws=self.n_draws, eps=self.eps,
-                      generator=generator, **self._options())
-        return MetricOutput(result.scores(), result.curves(), result.x, result.n_forward)
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:
+        return rsrg(forward_fn, inputs, attributions, targets, n_draws=self.n_draws, eps=self.eps,
+                    generator=generator, **self._options())
 
 
 @register_metric("insertion")
@@ -134,9 +138,8 @@ class Insertion(_CurveMetric):
 
     main_score = "insertion"
 
-    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
-        result = insertion(forward_fn, inputs, attributions, targets, generator=generator, **self._options())
-        return MetricOutput({"insertion": result.auc}, {"insertion": result.curve}, result.x, result.n_forward)
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:
+        return insertion(forward_fn, inputs, attributions, targets, generator=generator, **self._options())
 
 
 @register_metric("deletion")
@@ -146,9 +149,8 @@ class Deletion(_CurveMetric):
     main_score = "deletion"
     higher_is_better = False
 
-    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
-        result = deletion(forward_fn, inputs, attributions, targets, generator=generator, **self._options())
-        return MetricOutput({"deletion": result.auc}, {"deletion": result.curve}, result.x, result.n_forward)
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:
+        return deletion(forward_fn, inputs, attributions, targets, generator=generator, **self._options())
 
 
 @register_metric("localization")
@@ -158,7 +160,29 @@ class Localization(Metric):
     main_score = "localization"
     needs_ground_truth = True
 
-    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricOutput:
+    def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:
         if ground_truth is None:
             raise ValueError("metric 'localization' needs a ground-truth patch mask [B, n]")
-        return MetricOutput({"localization": localization_auroc(attributions, ground_truth)})
+        return MetricResult({"localization": localization_auroc(attributions, ground_truth)})
+
+
+
+def _metric_classes() -> dict[str, type[Metric]]:
+    """The registered metrics that are Metric classes, name -> class."""
+    classes = {name: METRICS.get(name) for name in METRICS.names()}
+    return {name: cls for name, cls in classes.items() if isinstance(cls, type) and issubclass(cls, Metric)}
+
+
+def score_higher_is_better(score: str) -> bool:
+    """Whether a larger `score` is better, as declared by the registered metric(s) that give it.
+
+    Raises ValueError for a score no registered metric gives, or one two metrics declare both ways.
+    """
+    classes = _metric_classes()
+    declared = {name: cls.is_higher_better(score) for name, cls in classes.items() if score in cls.scores_given()}
+    if not declared:
+        known = sorted({name for cls in classes.values() for name in cls.scores_given()})
+        raise ValueError(f"no registered metric gives the score {score!r}; scores: {', '.join(known)}")
+    if len(set(declared.values())) > 1:
+        raise ValueError(f"metrics disagree on whether a higher {score!r} is better: {declared}")
+    return next(iter(declared.values()))

@@ -5,7 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from xaibench.metrics import (create_metric, deletion, insertion, localization_auroc, resolve_steps, rsrg, srg)
+import copy
+import inspect
+
+from xaibench.metrics import (RSRG, SRG, CurveResult, Deletion, Insertion, MetricOutput, MetricResult, RSRGResult,
+                              SRGResult, create_metric, deletion, insertion, localization_auroc, resolve_steps, rsrg,
+                              score_higher_is_better, srg)
 from xaibench.registry import list_metrics
 from xaibench.sampling import minmax, weighted_order
 
@@ -91,11 +96,12 @@ def test_srg_matches_a_plain_loop(steps):
 def test_srg_costs_2k_minus_2_inputs_per_image_and_respects_batch_size():
     model = PatchMLP()
     inputs, attributions, targets = make_batch(5, seed=2)
-    result = srg(model.forward_fn, inputs, attributions, targets, steps=6, batch_size=8)
+    result = srg(model.forward_fn, inputs, attributions, targets, steps=6, batch_size=8, random_baseline=False)
     assert sum(model.calls) == result.n_forward == 5 * (2 * 6 - 2)
     assert max(model.calls) <= 8
+    assert set(result.scores) == {"srg", "insertion", "deletion"} and set(result.curves) == {"mif", "lif"}
     model.calls.clear()
-    with_random = srg(model.forward_fn, inputs, attributions, targets, steps=6, batch_size=8, random_baseline=True)
+    with_random = srg(model.forward_fn, inputs, attributions, targets, steps=6, batch_size=8)  # the default
     assert sum(model.calls) == with_random.n_forward == 5 * (2 + 3 * 4)
     assert torch.allclose(with_random.mrg + with_random.lrg, with_random.srg, atol=1e-12)
     assert torch.allclose(with_random.srg, result.srg, atol=1e-12)  # the random ordering is drawn after the ties
@@ -255,6 +261,49 @@ def test_registered_metrics_accumulate_per_image_scores():
     out = localization(None, inputs, attributions, targets, ground_truth=truth)
     assert torch.isnan(out.scores["localization"][0]) and (out.scores["localization"][1:] == 1).all()
     assert localization.compute()["localization"] == 1
+
+
+@pytest.mark.parametrize("cls, function", [(SRG, srg), (RSRG, rsrg), (Insertion, insertion), (Deletion, deletion)])
+def test_a_metric_class_and_its_function_share_options_and_defaults(cls, function):
+    class_options = {name: p.default for name, p in inspect.signature(cls).parameters.items()}
+    function_options = {name: p.default for name, p in inspect.signature(function).parameters.items()
+                        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "generator"}
+    assert class_options == function_options
+
+
+def test_class_and_function_give_the_same_result_of_one_type():
+    model = PatchMLP(seed=18)
+    inputs, attributions, targets = make_batch(3, seed=19)
+    assert SRGResult is RSRGResult is CurveResult is MetricOutput is MetricResult
+    for name, function, options in (("srg", srg, {}), ("rsrg", rsrg, {"n_draws": 2}), ("insertion", insertion, {}),
+                                    ("deletion", deletion, {})):
+        direct = function(model.forward_fn, inputs, attributions, targets, steps=5,
+                          generator=torch.Generator().manual_seed(3), **options)
+        registered = create_metric(name, steps=5, **options)(model.forward_fn, inputs, attributions, targets,
+                                                             generator=torch.Generator().manual_seed(3))
+        assert type(direct) is type(registered) is MetricResult
+        assert list(direct.scores) == list(registered.scores) and list(direct.curves) == list(registered.curves)
+        for key in direct.scores:
+            torch.testing.assert_close(direct.scores[key], registered.scores[key], rtol=0, atol=0)
+        assert direct.n_forward == registered.n_forward and torch.equal(direct.x, registered.x)
+    full = srg(model.forward_fn, inputs, attributions, targets, steps=5)
+    assert list(full.scores) == ["srg", "mrg", "lrg", "insertion", "deletion"]  # the runner's row order
+    assert list(full.curves) == ["mif", "lif", "random"]
+    assert full.srg is full.scores["srg"] and full.mif is full.curves["mif"]
+    with pytest.raises(AttributeError, match="no score or curve 'auc'.*scores: srg, mrg"):
+        full.auc  # two or more scores: no single area
+    one = deletion(model.forward_fn, inputs, attributions, targets, steps=5)
+    assert one.auc is one.scores["deletion"] and one.curve is one.curves["deletion"]
+    assert copy.deepcopy(one).scores.keys() == one.scores.keys()
+
+
+def test_each_score_says_which_way_is_better():
+    assert score_higher_is_better("deletion") is False  # the tables bold its lowest cell
+    for score in ("srg", "mrg", "lrg", "insertion", "rsrg", "localization"):
+        assert score_higher_is_better(score) is True
+    assert SRG.is_higher_better("deletion") is False and Deletion.is_higher_better("deletion") is False
+    with pytest.raises(ValueError, match="no registered metric gives the score 'speed'; scores: deletion"):
+        score_higher_is_better("speed")
 
 
 def test_runs_on_the_ofa_models_masked_forward():
