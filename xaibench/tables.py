@@ -3,6 +3,10 @@
 Table 1 (SPEC §7): rows ResNet-18, ResNet-50, ViT, Segm, OFA; per dataset AUC and ACC x 100.
 Table 2: rows methods; per dataset SRG and R-SRG x 100 (mean over test images; mean ± std over seeds).
 Side tables: localization AUROC, cost per image, paired Wilcoxon tests between methods.
+
+A table carries what its writers need in `table.attrs`: "higher_is_better" (column -> bool, from the
+registered metric that gives the column's score: a deletion column's best cell is its lowest) and "notes"
+(one line per reason a cell is `n/a` by design, e.g. a method that does not suit the model's family).
 """
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import math
 import warnings
 from itertools import combinations
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from xaibench.io import atomic_write_text
 
@@ -56,37 +61,67 @@ def _cell_mean(cell) -> float:
         return math.nan
 
 
-def to_latex(table: pd.DataFrame, caption: str, label: str, bold_best: bool = True) -> str:
-    """booktabs LaTeX; the best (largest mean) cell of each column in bold (cells without a number never)."""
-    body = table.copy().astype(str)
+BOLD = "textbf:--rwrap;"  # Styler's LaTeX property: the cell becomes \textbf{cell}
+Unavailable = Mapping[tuple[str, str], str]  # (dataset, method) -> why the method does not apply there
+
+
+def _bold_best(column: pd.Series, higher_is_better: Mapping) -> list[str]:
+    """Styler.apply: BOLD for the best-mean cells of one column (largest or smallest by its direction)."""
+    means = column.map(_cell_mean)
+    best = means.max() if higher_is_better.get(column.name, True) else means.min()  # NaN-skipping
+    return [BOLD if mean == best else "" for mean in means]
+
+
+def _latex_escape(text: str) -> str:
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(char, char) for char in text)
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str, bold_best: bool = True,
+             higher_is_better: Mapping | None = None, notes: Sequence[str] | None = None) -> str:
+    """booktabs LaTeX through pandas' Styler; with bold_best, the best mean of each column in bold (largest,
+    or smallest where higher_is_better[column] is False; cells without a number never).
+
+    higher_is_better and notes default to table.attrs (set by method_table and cost_table); the notes
+    (why cells are n/a) follow the tabular, one line each, only when there are any.
+    """
+    higher = table.attrs.get("higher_is_better", {}) if higher_is_better is None else higher_is_better
+    notes = table.attrs.get("notes", []) if notes is None else notes
+    body = table.astype(str).rename_axis(None)
+    styler = Styler(body, uuid="").format(lambda cell: cell.replace("±", "$\\pm$"), escape=None)
     if bold_best:
-        for column in table.columns:
-            means = table[column].map(_cell_mean)
-            best = means.max()  # skips NaN; NaN when no cell holds a number
-            body[column] = [f"\\textbf{{{cell}}}" if mean == best else cell
-                            for cell, mean in zip(table[column], means)]
-    body = body.map(lambda cell: cell.replace("±", "$\\pm$")).rename_axis(None)
-    latex = body.to_latex(escape=False, multicolumn=True, multicolumn_format="c", column_format="l" + "r" * len(body.columns))
+        styler = styler.apply(_bold_best, axis=0, higher_is_better=higher)
+    latex = styler.to_latex(hrules=True, multicol_align="c", multirow_align="t",
+                            column_format="l" + "r" * len(body.columns))
+    latex += "".join(f"{{\\footnotesize {_latex_escape(note)}\\par}}\n" for note in notes)
     return (f"\\begin{{table}}\n\\centering\n\\caption{{{caption}}}\n\\label{{{label}}}\n{latex}\\end{{table}}\n")
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, notes: Sequence[str] | None = None) -> str:
+    """A Markdown table; the notes (default table.attrs["notes"]) follow it, one paragraph each, if any."""
+    notes = table.attrs.get("notes", []) if notes is None else notes
     header = ["Model" if table.index.name == "Model" else (table.index.name or "")]
     header += [" ".join(map(str, col)) if isinstance(col, tuple) else str(col) for col in table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in table.iterrows():
         lines.append("| " + " | ".join([str(name), *map(str, row.tolist())]) + " |")
+    lines += [line for note in notes for line in ("", note)]
     return "\n".join(lines) + "\n"
 
 
-def write_table(table: pd.DataFrame, folder: str | Path, stem: str, caption: str,
-                bold_best: bool = True) -> list[Path]:
-    """Write <stem>.csv, <stem>.tex and <stem>.md atomically; returns the paths."""
+def write_table(table: pd.DataFrame, folder: str | Path, stem: str, caption: str, bold_best: bool = True,
+                higher_is_better: Mapping | None = None, notes: Sequence[str] | None = None) -> list[Path]:
+    """Write <stem>.csv, <stem>.tex and <stem>.md atomically; returns the paths.
+
+    higher_is_better (column -> bool) and notes (lines on n/a cells) default to the table's attrs.
+    """
     folder = Path(folder)
+    latex = to_latex(table, caption, f"tab:{stem}", bold_best, higher_is_better, notes)
     return [
         atomic_write_text(folder / f"{stem}.csv", table.to_csv()),
-        atomic_write_text(folder / f"{stem}.tex", to_latex(table, caption, f"tab:{stem}", bold_best)),
-        atomic_write_text(folder / f"{stem}.md", to_markdown(table)),
+        atomic_write_text(folder / f"{stem}.tex", latex),
+        atomic_write_text(folder / f"{stem}.md", to_markdown(table, notes)),
     ]
 
 
@@ -124,39 +159,68 @@ def seed_means(scores: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return means.dropna().reset_index()
 
 
+def unavailable_notes(unavailable: Unavailable | None, methods: Sequence[str], datasets: Sequence[str]) -> list[str]:
+    """One line per distinct reason, naming its cells: 'n/a (Attn: Synthetic, Breast): <reason>'.
+
+    Only the (dataset, method) pairs the table shows count; table order, labels as in the table.
+    """
+    cells: dict[str, dict[str, list[str]]] = {}  # reason -> method label -> dataset labels
+    for method in methods:
+        for dataset in datasets:
+            reason = (unavailable or {}).get((dataset, method))
+            if reason is not None:
+                labels = cells.setdefault(reason, {}).setdefault(METHOD_LABELS.get(method, method), [])
+                labels.append(DATASET_LABELS.get(dataset, dataset))
+    notes = []
+    for reason, by_method in cells.items():
+        where = "; ".join(f"{method}: {', '.join(labels)}" for method, labels in by_method.items())
+        notes.append(f"{MISSING} ({where}): {reason}")
+    return notes
+
+
 def method_table(scores: pd.DataFrame, metrics: Sequence[str], methods: Sequence[str] | None = None,
                  datasets: Sequence[str] | None = None, scale: float = 100.0, decimals: int = 2,
-                 only_present: bool = False) -> pd.DataFrame:
+                 only_present: bool = False, unavailable: Unavailable | None = None) -> pd.DataFrame:
     """Rows methods, columns (dataset, metric): mean over images x scale; mean ± std over seeds.
 
     `methods`/`datasets` fix the order (and keep rows of methods that failed, as 'n/a'); with
     `only_present`, a (dataset, metric) column appears only where some method has that score.
+    `unavailable` (dataset, method) -> reason: those cells are 'n/a', and table.attrs["notes"] says why.
+    table.attrs["higher_is_better"] holds each column's direction, from the registered metrics.
     """
+    from xaibench.metrics import score_higher_is_better
+
     per_seed = seed_means(scores, metrics)
     methods = list(methods) if methods is not None else list(dict.fromkeys(scores["method"]))
     datasets = list(datasets) if datasets is not None else list(dict.fromkeys(scores["dataset"]))
     cells = {key: format_mean_std(group["value"].to_numpy() * scale, decimals)
-             for key, group in per_seed.groupby(["method", "dataset", "metric"], sort=False)}
+             for key, group in per_seed.groupby(["method", "dataset", "metric"], sort=False)
+             if (key[1], key[0]) not in (unavailable or {})}
     columns = [(d, m) for d in datasets for m in metrics
                if not only_present or any((method, d, m) in cells for method in methods)]
     table = pd.DataFrame([[cells.get((method, d, m), MISSING) for d, m in columns] for method in methods],
                          index=[METHOD_LABELS.get(m, m) for m in methods], dtype=object)
     table.index.name = "Method"
-    table.columns = pd.MultiIndex.from_tuples([(DATASET_LABELS.get(d, d), METRIC_LABELS.get(m, m))
-                                               for d, m in columns])
+    labels = [(DATASET_LABELS.get(d, d), METRIC_LABELS.get(m, m)) for d, m in columns]
+    table.columns = pd.MultiIndex.from_tuples(labels)
+    table.attrs["higher_is_better"] = {label: score_higher_is_better(m) for label, (_, m) in zip(labels, columns)}
+    table.attrs["notes"] = unavailable_notes(unavailable, methods, list(dict.fromkeys(d for d, _ in columns)))
     return table
 
 
-def table2(scores: pd.DataFrame, methods: Sequence[str] | None = None,
-           datasets: Sequence[str] | None = None) -> pd.DataFrame:
-    """The paper's Table 2: rows methods; per dataset SRG and R-SRG x 100 with 2 decimals."""
-    return method_table(scores, TABLE2_METRICS, methods, datasets)
+def table2(scores: pd.DataFrame, methods: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
+           unavailable: Unavailable | None = None) -> pd.DataFrame:
+    """The paper's Table 2: rows methods; per dataset SRG and R-SRG x 100 with 2 decimals.
+
+    unavailable: (dataset, method) -> reason the method does not apply there; those cells read 'n/a'.
+    """
+    return method_table(scores, TABLE2_METRICS, methods, datasets, unavailable=unavailable)
 
 
 def localization_table(scores: pd.DataFrame, methods: Sequence[str] | None = None,
-                       datasets: Sequence[str] | None = None) -> pd.DataFrame:
-    """Localization AUROC x 100 per method, for the datasets with ground-truth masks only."""
-    return method_table(scores, ("localization",), methods, datasets, only_present=True)
+                       datasets: Sequence[str] | None = None, unavailable: Unavailable | None = None) -> pd.DataFrame:
+    """Localization AUROC x 100 per method, for the datasets with ground-truth masks only (unavailable as table2)."""
+    return method_table(scores, ("localization",), methods, datasets, only_present=True, unavailable=unavailable)
 
 
 def summary(scores: pd.DataFrame) -> pd.DataFrame:
@@ -170,10 +234,14 @@ def summary(scores: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def cost_table(costs: pd.DataFrame, methods: Sequence[str] | None = None,
-               datasets: Sequence[str] | None = None) -> pd.DataFrame:
+def cost_table(costs: pd.DataFrame, methods: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
+               unavailable: Unavailable | None = None) -> pd.DataFrame:
     """costs: rows (dataset, method, seed, ms_per_image, forward_per_image, backward_per_image) ->
-    rows methods; per dataset ms/image and passes/image through the model (mean over seeds)."""
+    rows methods; per dataset ms/image and passes/image through the model (mean over seeds).
+
+    unavailable as in table2 ('n/a' in the pair's three cells, a note per reason); every column is
+    lower-is-better in table.attrs["higher_is_better"] (cost, not a score).
+    """
     methods = list(methods) if methods is not None else list(dict.fromkeys(costs["method"]))
     datasets = list(datasets) if datasets is not None else list(dict.fromkeys(costs["dataset"]))
     fields = {"ms_per_image": ("ms/image", "{:.2f}"), "forward_per_image": ("fwd/image", "{:.4g}"),
@@ -183,14 +251,16 @@ def cost_table(costs: pd.DataFrame, methods: Sequence[str] | None = None,
     for method in methods:
         row = []
         for dataset in datasets:
+            shown = (method, dataset) in means.index and (dataset, method) not in (unavailable or {})
             for field, (_, pattern) in fields.items():
-                row.append(pattern.format(means.loc[(method, dataset), field]) if (method, dataset) in means.index
-                           else MISSING)
+                row.append(pattern.format(means.loc[(method, dataset), field]) if shown else MISSING)
         rows.append(row)
     table = pd.DataFrame(rows, index=[METHOD_LABELS.get(m, m) for m in methods], dtype=object)
     table.index.name = "Method"
     table.columns = pd.MultiIndex.from_tuples([(DATASET_LABELS.get(d, d), label) for d in datasets
                                                for label, _ in fields.values()])
+    table.attrs["higher_is_better"] = {column: False for column in table.columns}
+    table.attrs["notes"] = unavailable_notes(unavailable, methods, datasets)
     return table
 
 
