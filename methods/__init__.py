@@ -1,12 +1,15 @@
 """Explainer plugins: each file registers methods with @register_method (installed as xaibench.methods).
 
 `create_method(name, model, **options).explain(inputs, targets, generator=g)` -> Explanation; see docs/methods.md.
+`unsuited_reason(name, model)` says in one line why a method does not suit a model (None: it does).
 """
 from xaibench.registry import METHODS, list_methods, register_method
 
-from .base import Explainer, Explanation, PassCounter, create_method, seeded_global_rng
+from .base import Explainer, Explanation, PassCounter, create_method, seeded_global_rng, unsuited_reason
 from . import builtin, captum_family  # noqa: E402,F401  (register the built-in methods)
-from .captum_family import CaptumExplainer, PatchCaptumExplainer, PixelCaptumExplainer
+from .captum_family import (CAPTUM_TABLE, CaptumExplainer, CaptumRow, LayerCaptumExplainer, PatchCaptumExplainer,
+                            PixelCaptumExplainer)
 
-__all__ = ["METHODS", "CaptumExplainer", "Explainer", "Explanation", "PassCounter", "PatchCaptumExplainer",
-           "PixelCaptumExplainer", "create_method", "list_methods", "register_method", "seeded_global_rng"]
+__all__ = ["CAPTUM_TABLE", "METHODS", "CaptumExplainer", "CaptumRow", "Explainer", "Explanation",
+           "LayerCaptumExplainer", "PassCounter", "PatchCaptumExplainer", "PixelCaptumExplainer", "create_method",
+           "list_methods", "register_method", "seeded_global_rng", "unsuited_reason"]

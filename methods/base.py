@@ -5,10 +5,11 @@ The base class times the batch, counts forward/backward passes through the model
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -134,21 +135,71 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_NO_TARGET: Any = object()  # `targets` / `target` not given
+
+
+def _one_target(method: str, verb: str, targets: Any, target: Any) -> Any:
+    """The target classes, given either as `targets` or as Captum's keyword `target` (exactly one of them)."""
+    if targets is not _NO_TARGET and target is not _NO_TARGET:
+        raise XaibenchError(f"method {method!r}: {verb}() got both targets and target; pass one of them")
+    if targets is _NO_TARGET and target is _NO_TARGET:
+        raise XaibenchError(f"method {method!r}: {verb}() needs the target classes (targets=... or target=...)")
+    return target if targets is _NO_TARGET else targets
+
+
+def _accepting_target(attribute: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subclass's `attribute(inputs, targets, generator)` so that it also takes `target=` (Captum's name)."""
+
+    @functools.wraps(attribute)
+    def attribute_with_target(self: "Explainer", inputs: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        keywords = [kwargs.pop(name) for name in ("targets", "target") if name in kwargs]
+        if not keywords:
+            return attribute(self, inputs, *args, **kwargs)
+        if args or len(keywords) > 1:  # the first positional argument after inputs is the targets
+            raise XaibenchError(f"method {self.name!r}: attribute() got the target classes twice; "
+                                f"pass them once (positionally, as targets= or as target=)")
+        return attribute(self, inputs, keywords[0], **kwargs)  # positional: any parameter name works
+
+    attribute_with_target.accepts_target = True  # type: ignore[attr-defined]
+    return attribute_with_target
+
+
 class Explainer:
-    """Base of every explainer. Subclasses implement `attribute`; callers use `explain`.
+    """Base of every explainer. A subclass overrides `attribute` and nothing else; callers use `explain`.
 
     `attribute(inputs [B,C,H,W], targets long [B], generator)` returns patch scores [B, n], or a pixel map
-    [B, H, W] that the base class sums over each patch (and keeps as `pixel_map`).
+    [B, H, W] that the base class sums over each patch (and keeps as `pixel_map`). Both verbs also take the
+    target classes as Captum's keyword `target=`. What a method needs of its model is declared, not coded:
+    `families`, `requires`, `requirement` (see `unsuited_reason`).
     """
 
     #: run `attribute` with autograd enabled (False: under torch.no_grad, faster)
     needs_gradients: bool = True
+    #: the model families (a model's `family`: "vit", "cnn", ...) the method suits; None = any model
+    families: tuple[str, ...] | None = None
+    #: model attributes the method calls (dotted names); a model without one is refused at construction
+    requires: tuple[str, ...] = ()
+    #: how a refusal names the model the method needs (default: "a model with <requires>")
+    requirement: str = ""
+    #: an option that, when given, makes the method suit every family (Grad-CAM's explicit `layer`)
+    any_family_option: str | None = None
+    #: modules where a backward pass that stops inside the network is counted (Grad-CAM's layer; default none)
+    probes: tuple[nn.Module, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        attribute = cls.__dict__.get("attribute")
+        if attribute is not None and not getattr(attribute, "accepts_target", False):
+            cls.attribute = _accepting_target(attribute)
 
     def __init__(self, model: nn.Module):
         for attribute in ("n_patches", "patch_size", "grid_size", "forward_fn"):
             if not hasattr(model, attribute):
                 raise XaibenchError(f"method {self.name!r} needs a MaskedClassifier (a model with n_patches, "
                                     f"patch_size and forward_fn); got {type(model).__name__}")
+        missing = _missing(model, self.requires)
+        if missing:
+            raise XaibenchError(f"method {self.name!r} needs {_requirement(type(self))}, got {type(model).__name__}")
         self.model = model
 
     @property
@@ -158,25 +209,21 @@ class Explainer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.name!r}, model={type(self.model).__name__})"
 
-    # -- what subclasses implement ------------------------------------------------
+    # -- the one hook ---------------------------------------------------------------
     def attribute(self, inputs: torch.Tensor, targets: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:
         """Patch scores [B, n] or a pixel map [B, H, W] for the target classes."""
-        raise NotImplementedError
-
-    def probes(self) -> tuple[nn.Module, ...]:
-        """Modules where a backward pass that stops inside the network is counted (default: none)."""
-        return ()
+        raise NotImplementedError(f"method {self.name!r}: {type(self).__name__} does not implement attribute()")
 
     # -- the one verb ---------------------------------------------------------------
-    def explain(self, inputs: torch.Tensor, targets: torch.Tensor, *,
+    def explain(self, inputs: torch.Tensor, targets: torch.Tensor = _NO_TARGET, *, target: torch.Tensor = _NO_TARGET,
                 generator: torch.Generator | None = None) -> Explanation:
-        """Explain `inputs` [B, C, H, W] for `targets` long [B]: patch attributions [B, n] plus cost."""
-        targets = self._check_inputs(inputs, targets)
+        """Explain `inputs` [B, C, H, W] for `targets` (or `target=`) long [B]: patch attributions [B, n] plus cost."""
+        targets = self._check_inputs(inputs, _one_target(self.name, "explain", targets, target))
         device = inputs.device
         _synchronize(device)
         start = time.perf_counter()
-        with PassCounter(self.model, self.probes()) as counter, torch.set_grad_enabled(self.needs_gradients):
+        with PassCounter(self.model, tuple(self.probes)) as counter, torch.set_grad_enabled(self.needs_gradients):
             raw = self.attribute(inputs, targets, generator)
         _synchronize(device)
         seconds = time.perf_counter() - start
@@ -239,3 +286,46 @@ def create_method(name: str, model: nn.Module, **options: Any) -> Explainer:
                 raise XaibenchError(f"method {name!r} has no option {option!r}; valid options: "
                                     f"{', '.join(valid) or '(none)'}")
     return factory(model=model, **options)
+
+
+# -- which model a method suits ---------------------------------------------------------------------------------
+
+FAMILY_NAMES = {"vit": "ViT", "cnn": "CNN"}
+
+
+def _missing(model: nn.Module, names: tuple[str, ...]) -> list[str]:
+    """The dotted attribute names (e.g. 'encoder.num_prefix_tokens') that `model` lacks."""
+    missing = []
+    for dotted in names:
+        value: Any = model
+        for part in dotted.split("."):
+            value = getattr(value, part, _NO_TARGET)
+            if value is _NO_TARGET:
+                missing.append(dotted)
+                break
+    return missing
+
+
+def _requirement(factory: Any) -> str:
+    return getattr(factory, "requirement", "") or f"a model with {', '.join(getattr(factory, 'requires', ()))}"
+
+
+def unsuited_reason(method_name: str, model: nn.Module, options: Mapping[str, Any] | None = None) -> str | None:
+    """Why the registered method `method_name` does not suit `model` (one short line), or None when it does.
+
+    A method suits a model when the model's `family` (None = unknown) is one of the method's `families` (None =
+    any model, unknown ones included) and the model has every attribute the method `requires`. A method whose
+    `any_family_option` is among `options` (Grad-CAM's explicit `layer`) suits every family.
+    """
+    factory = METHODS.get(method_name)
+    families = getattr(factory, "families", None)
+    family = getattr(model, "family", None)
+    free_option = getattr(factory, "any_family_option", None)
+    lifted = free_option is not None and (options or {}).get(free_option) is not None
+    if families is not None and family not in families and not lifted:
+        wanted = " or ".join(f"{FAMILY_NAMES.get(f, f)}-family" for f in families)
+        return f"{method_name} needs a {wanted} model (model family: {family or 'unknown'})"
+    missing = _missing(model, tuple(getattr(factory, "requires", ())))
+    if missing:
+        return f"{method_name} needs {_requirement(factory)} ({type(model).__name__} has no {', '.join(missing)})"
+    return None

@@ -5,9 +5,7 @@ Each explains the model it is given (the network under evaluation) for the given
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from xaibench.errors import XaibenchError
 from xaibench.registry import register_method
 from xaibench.sampling import uniform
 
@@ -19,11 +17,9 @@ class OFAExplainer(Explainer):
     """OFA: phi_plus - phi_minus of the target class from one forward pass (exact Shapley values of z)."""
 
     needs_gradients = False
-
-    def __init__(self, model: nn.Module):
-        super().__init__(model)
-        if not (hasattr(model, "attributions") and hasattr(model, "shapley")):
-            raise XaibenchError(f"method 'ofa' needs an OFA network (ofa or segm), got {type(model).__name__}")
+    families = ("vit",)
+    requires = ("attributions", "shapley")
+    requirement = "an OFA network (ofa or segm)"
 
     def attribute(self, inputs, targets, generator=None):
         return self.model.attributions(inputs, targets)
@@ -45,13 +41,9 @@ class AttentionExplainer(Explainer):
     """Last-block attention from the class token to the patch tokens, averaged over heads (class-agnostic)."""
 
     needs_gradients = False
-
-    def __init__(self, model: nn.Module):
-        super().__init__(model)
-        encoder = getattr(model, "encoder", None)
-        if not hasattr(model, "last_block_attention") or not hasattr(encoder, "num_prefix_tokens"):
-            raise XaibenchError(f"method 'attn' needs a ViT-based model (ofa, segm, vit) with last_block_attention, "
-                                f"got {type(model).__name__}")
+    families = ("vit",)
+    requires = ("last_block_attention", "encoder.num_prefix_tokens")
+    requirement = "a ViT-based model (ofa, segm, vit) with last_block_attention"
 
     def attribute(self, inputs, targets, generator=None):
         attention = self.model.last_block_attention(inputs)  # [B, heads, T, T], T = prefix + n

@@ -1,13 +1,16 @@
-"""Captum's attribution methods as xaibench explainers, registered as `captum.<Name>` (thin wrappers).
+"""Captum's attribution methods as xaibench explainers, registered as `captum.<Name>` from one table.
 
-Gradient methods attribute the pixels of the target-class probability; their map is summed over channels
-and then over each patch. Perturbation methods perturb whole patches through the model's own masking.
+Each row of CAPTUM_TABLE names a captum.attr class, its kind and its options; three generic classes (pixel:
+gradient methods, their map summed over channels and then over each patch; patch: perturbation methods that
+remove whole patches through the model's own masking; layer: Grad-CAM) make its one Captum call.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -57,14 +60,67 @@ def _no_inplace(model: nn.Module) -> Iterator[None]:
             module.inplace = True
 
 
-class CaptumExplainer(Explainer):
-    """Shared part: the model's output that is explained (`output`: 'prob' = forward_fn, 'logit' = model)."""
+# -- one row per registered method -----------------------------------------------------------------------------
 
-    def __init__(self, model: nn.Module, output: str = "prob"):
-        super().__init__(model)
-        if output not in OUTPUTS:
-            raise XaibenchError(f"method {self.name!r}: output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        self.output = output
+
+@dataclass(frozen=True)
+class CaptumRow:
+    """One Captum method: registered as `captum.<name>`, built as a `KINDS[kind]` explainer.
+
+    The Captum call it makes is `captum.attr.<algorithm>(forward, **construct(e)).attribute(input, target=targets,
+    **kind's keywords, **arguments(e, input, generator))`, where `e` is the explainer (its options are attributes).
+    """
+
+    name: str  # registered as "captum.<name>"
+    kind: str  # "pixel" (gradient family), "patch" (perturbation family) or "layer" (layer attribution)
+    summary: str  # one line: `xaibench list methods` shows it
+    options: dict[str, Any] = field(default_factory=dict)  # option -> default, after `output`
+    algorithm: str = ""  # the captum.attr class (default: name)
+    construct: Callable[[Any], dict[str, Any]] | None = None  # the class's keywords besides the forward function
+    arguments: Callable[[Any, torch.Tensor, Any], dict[str, Any]] | None = None  # attribute's extra keywords
+    absolute: bool = False  # pixel kind: sum |a| (a magnitude method) instead of the signed a
+    module_forward: bool = False  # Captum hooks the modules: forward is an nn.Module, inplace activations off
+    noise_tunnel: bool = False  # wrap the algorithm in captum's NoiseTunnel
+    grid_features: bool = False  # patch kind: the presence input is a g x g grid (sliding windows)
+    prepare: Callable[[Any], None] | None = None  # checks or resolves the options at construction
+    families: tuple[str, ...] | None = None  # the model families it suits (None: any)
+    any_family_option: str | None = None  # an option that, given, makes it suit any family
+
+    @property
+    def registered_name(self) -> str:
+        return f"captum.{self.name}"
+
+    def signature(self) -> inspect.Signature:
+        """(model, output='prob', <options with their defaults>): what create_method checks options against."""
+        keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        parameters = [inspect.Parameter("model", keyword), inspect.Parameter("output", keyword, default="prob")]
+        parameters += [inspect.Parameter(option, keyword, default=default) for option, default in self.options.items()]
+        return inspect.Signature(parameters)
+
+
+class CaptumExplainer(Explainer):
+    """Base of the table-built Captum explainers: the explained output (`output`: 'prob' = forward_fn, 'logit' =
+    the model's logits), the row's options as attributes, and the row's one Captum call."""
+
+    row: ClassVar[CaptumRow]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        signature = self.row.signature()
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as error:
+            valid = ", ".join(list(signature.parameters)[1:])
+            raise XaibenchError(f"method {self.name!r}: {error}; valid options: {valid}") from None
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        super().__init__(values.pop("model"))
+        if values["output"] not in OUTPUTS:
+            raise XaibenchError(f"method {self.name!r}: output must be one of {', '.join(OUTPUTS)}, "
+                                f"got {values['output']!r}")
+        for option, value in values.items():
+            setattr(self, option, value)
+        if self.row.prepare is not None:
+            self.row.prepare(self)
 
     def score(self, x: torch.Tensor, keep_mask: torch.Tensor | None = None) -> torch.Tensor:
         """[R, num_classes] probabilities (or logits) of x [R, C, H, W] with the patches outside keep_mask removed."""
@@ -72,13 +128,24 @@ class CaptumExplainer(Explainer):
             return self.model(x, keep_mask)
         return self.model.forward_fn(x, keep_mask)
 
-    def attribute(self, inputs, targets, generator=None):
-        with seeded_global_rng(generator, inputs.device), _quiet():
-            return self.captum_attribute(inputs, targets, generator)
+    def presence_score(self, presence: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The score of x with the patches whose presence is <= 0.5 removed (the perturbation family's forward)."""
+        keep_mask = presence.reshape(presence.shape[0], -1) > 0.5
+        return self.score(x, keep_mask)
 
-    def captum_attribute(self, inputs: torch.Tensor, targets: torch.Tensor,
-                         generator: torch.Generator | None) -> torch.Tensor:
-        raise NotImplementedError
+    def captum_call(self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None,
+                    forward: Callable[..., torch.Tensor], **keywords: Any) -> torch.Tensor:
+        """The row's Captum call on `inputs` with the kind's `keywords` (not a hook: every row goes through it)."""
+        row, captum = self.row, _captum()
+        keywords.update(row.arguments(self, inputs, generator) if row.arguments else {})
+        with _no_inplace(self.model) if row.module_forward else contextlib.nullcontext():
+            if row.module_forward:
+                forward = _ScoreNet(self)
+            algorithm = getattr(captum, row.algorithm or row.name)(forward, **(row.construct(self) if row.construct
+                                                                               else {}))
+            if row.noise_tunnel:
+                algorithm = captum.NoiseTunnel(algorithm)
+            return algorithm.attribute(inputs, target=targets, **keywords)
 
 
 class _ScoreNet(nn.Module):
@@ -93,122 +160,15 @@ class _ScoreNet(nn.Module):
         return self._score(x)
 
 
-# -- gradient methods: pixels -> [B, H, W] map -> summed over each patch ----------------------------------------
-
-
 class PixelCaptumExplainer(CaptumExplainer):
-    """Gradient family: Captum attributes the pixels [B, C, H, W]; the map is summed over channels.
+    """Gradient family: Captum attributes the pixels [B, C, H, W]; the map is summed over channels (|a| where the
+    row is `absolute`), then over each patch by the base class."""
 
-    `absolute`: sum |a| (gradient magnitudes) rather than the signed a (methods with completeness).
-    """
-
-    absolute = False
-
-    def captum_attribute(self, inputs, targets, generator):
-        x = inputs.detach().clone().requires_grad_(True)
-        pixels = self.pixel_attributions(x, targets, generator)
-        return (pixels.abs() if self.absolute else pixels).sum(dim=1)
-
-    def pixel_attributions(self, x: torch.Tensor, targets: torch.Tensor,
-                           generator: torch.Generator | None) -> torch.Tensor:
-        raise NotImplementedError
-
-
-@register_method("captum.IntegratedGradients")
-class IntegratedGradientsExplainer(PixelCaptumExplainer):
-    """Integrated gradients from a constant `baseline` image (n_steps points); signed pixel sums per patch."""
-
-    def __init__(self, model, output="prob", n_steps: int = 16, baseline: float = 0.0,
-                 method: str = "gausslegendre", internal_batch_size: int | None = None):
-        super().__init__(model, output)
-        self.n_steps, self.baseline, self.method, self.internal_batch_size = n_steps, baseline, method, internal_batch_size
-
-    def pixel_attributions(self, x, targets, generator):
-        return _captum().IntegratedGradients(self.score).attribute(
-            x, baselines=self.baseline, target=targets, n_steps=self.n_steps, method=self.method,
-            internal_batch_size=self.internal_batch_size)
-
-
-@register_method("captum.Saliency")
-class SaliencyExplainer(PixelCaptumExplainer):
-    """Saliency: |gradient| of the target output w.r.t. the pixels, summed over channels and each patch."""
-
-    absolute = True
-
-    def pixel_attributions(self, x, targets, generator):
-        return _captum().Saliency(self.score).attribute(x, target=targets, abs=True)
-
-
-@register_method("captum.InputXGradient")
-class InputXGradientExplainer(PixelCaptumExplainer):
-    """Input x gradient; signed pixel values summed over channels and each patch."""
-
-    def pixel_attributions(self, x, targets, generator):
-        return _captum().InputXGradient(self.score).attribute(x, target=targets)
-
-
-@register_method("captum.GuidedBackprop")
-class GuidedBackpropExplainer(PixelCaptumExplainer):
-    """Guided backprop (ReLU gradients clamped); |map| summed per patch. Equals |grad| on GELU models (ViT, OFA)."""
-
-    absolute = True
-
-    def pixel_attributions(self, x, targets, generator):
-        with _no_inplace(self.model):
-            return _captum().GuidedBackprop(_ScoreNet(self)).attribute(x, target=targets)
-
-
-@register_method("captum.DeepLift")
-class DeepLiftExplainer(PixelCaptumExplainer):
-    """DeepLIFT (rescale rule) from a constant `baseline` image; signed pixel sums per patch. Meant for ReLU nets."""
-
-    def __init__(self, model, output="prob", baseline: float = 0.0, eps: float = 1e-10):
-        super().__init__(model, output)
-        self.baseline, self.eps = baseline, eps
-
-    def pixel_attributions(self, x, targets, generator):
-        with _no_inplace(self.model):
-            return _captum().DeepLift(_ScoreNet(self), eps=self.eps).attribute(
-                x, baselines=self.baseline, target=targets)
-
-
-@register_method("captum.GradientShap")
-class GradientShapExplainer(PixelCaptumExplainer):
-    """GradientSHAP: gradients at random points between the image and baselines (a black image plus noise images)."""
-
-    def __init__(self, model, output="prob", n_samples: int = 8, n_baselines: int = 4, stdev_spread: float = 0.1):
-        super().__init__(model, output)
-        self.n_samples, self.n_baselines, self.stdev_spread = n_samples, n_baselines, stdev_spread
-
-    def pixel_attributions(self, x, targets, generator):
-        low, high = x.detach().amin(), x.detach().amax()
-        noise = uniform((max(self.n_baselines - 1, 0), *x.shape[1:]), generator, x.device)
-        baselines = torch.cat([torch.zeros_like(x[:1]), low + (high - low) * noise])
-        return _captum().GradientShap(self.score).attribute(
-            x, baselines=baselines, n_samples=self.n_samples,
-            stdevs=float(self.stdev_spread * (high - low)), target=targets)
-
-
-@register_method("captum.SmoothGrad")
-class SmoothGradExplainer(PixelCaptumExplainer):
-    """SmoothGrad = NoiseTunnel(Saliency): |gradient| averaged over noisy copies (sd = stdev_spread x range)."""
-
-    absolute = True
-
-    def __init__(self, model, output="prob", n_samples: int = 8, stdev_spread: float = 0.15,
-                 batch_size: int | None = None):
-        super().__init__(model, output)
-        self.n_samples, self.stdev_spread, self.batch_size = n_samples, stdev_spread, batch_size
-
-    def pixel_attributions(self, x, targets, generator):
-        captum = _captum()
-        spread = float(self.stdev_spread * (x.detach().amax() - x.detach().amin()))
-        return captum.NoiseTunnel(captum.Saliency(self.score)).attribute(
-            x, nt_type="smoothgrad", nt_samples=self.n_samples, nt_samples_batch_size=self.batch_size,
-            stdevs=spread, target=targets, abs=True)
-
-
-# -- perturbation methods: a [B, n] presence vector; 0 = the patch is removed by the model's own masking -------
+    def attribute(self, inputs, targets, generator=None):
+        with seeded_global_rng(generator, inputs.device), _quiet():
+            x = inputs.detach().clone().requires_grad_(True)
+            pixels = self.captum_call(x, targets, generator, self.score)
+            return (pixels.abs() if self.row.absolute else pixels).sum(dim=1)
 
 
 class PatchCaptumExplainer(CaptumExplainer):
@@ -220,96 +180,16 @@ class PatchCaptumExplainer(CaptumExplainer):
 
     needs_gradients = False
 
-    def __init__(self, model, output="prob", perturbations_per_eval: int = 16):
-        super().__init__(model, output)
-        self.perturbations_per_eval = perturbations_per_eval
-
-    def presence_score(self, presence: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        keep_mask = presence.reshape(presence.shape[0], -1) > 0.5
-        return self.score(x, keep_mask)
-
-    def captum_attribute(self, inputs, targets, generator):
-        presence = torch.ones(inputs.shape[0], self.model.n_patches, device=inputs.device)
-        scores = self.perturb(presence, inputs, targets)
-        return scores.reshape(inputs.shape[0], self.model.n_patches)
-
-    def perturb(self, presence: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-@register_method("captum.Occlusion")
-class OcclusionExplainer(PatchCaptumExplainer):
-    """Occlusion of window x window patches sliding by `stride` patches; a patch gets the mean drop of its windows."""
-
-    def __init__(self, model, output="prob", window: int = 2, stride: int = 1, perturbations_per_eval: int = 16):
-        super().__init__(model, output, perturbations_per_eval)
-        if not 1 <= window <= model.grid_size:
-            raise XaibenchError(f"method 'captum.Occlusion': window must be 1..{model.grid_size} patches, got {window}")
-        self.window, self.stride = window, stride
-
-    def perturb(self, presence, inputs, targets):
-        g = self.model.grid_size
-        return _captum().Occlusion(self.presence_score).attribute(
-            presence.reshape(-1, g, g), sliding_window_shapes=(self.window, self.window),
-            strides=(self.stride, self.stride), baselines=0.0, target=targets, additional_forward_args=(inputs,),
-            perturbations_per_eval=self.perturbations_per_eval)
-
-
-@register_method("captum.FeatureAblation")
-class FeatureAblationExplainer(PatchCaptumExplainer):
-    """Feature ablation: drop in the target output when one patch is removed (n forwards per image)."""
-
-    def perturb(self, presence, inputs, targets):
-        return _captum().FeatureAblation(self.presence_score).attribute(
-            presence, baselines=0.0, target=targets, additional_forward_args=(inputs,),
-            perturbations_per_eval=self.perturbations_per_eval)
-
-
-@register_method("captum.ShapleyValueSampling")
-class ShapleyValueSamplingExplainer(PatchCaptumExplainer):
-    """Shapley value sampling over patches: `n_samples` random permutations (about n_samples x n forwards)."""
-
-    def __init__(self, model, output="prob", n_samples: int = 4, perturbations_per_eval: int = 16):
-        super().__init__(model, output, perturbations_per_eval)
-        self.n_samples = n_samples
-
-    def perturb(self, presence, inputs, targets):
-        return _captum().ShapleyValueSampling(self.presence_score).attribute(
-            presence, baselines=0.0, target=targets, additional_forward_args=(inputs,), n_samples=self.n_samples,
-            perturbations_per_eval=self.perturbations_per_eval)
-
-
-@register_method("captum.KernelShap")
-class KernelShapExplainer(PatchCaptumExplainer):
-    """Kernel SHAP over patches: a weighted linear fit to `n_samples` random patch coalitions per image."""
-
-    def __init__(self, model, output="prob", n_samples: int = 64, perturbations_per_eval: int = 16):
-        super().__init__(model, output, perturbations_per_eval)
-        self.n_samples = n_samples
-
-    def perturb(self, presence, inputs, targets):
-        return _captum().KernelShap(self.presence_score).attribute(
-            presence, baselines=0.0, target=targets, additional_forward_args=(inputs,), n_samples=self.n_samples,
-            perturbations_per_eval=self.perturbations_per_eval)
-
-
-@register_method("captum.Lime")
-class LimeExplainer(PatchCaptumExplainer):
-    """LIME over patches: ridge fit (alpha) to `n_samples` random coalitions, cosine-kernel weighted."""
-
-    def __init__(self, model, output="prob", n_samples: int = 64, alpha: float = 1.0, perturbations_per_eval: int = 16):
-        super().__init__(model, output, perturbations_per_eval)
-        self.n_samples, self.alpha = n_samples, alpha
-
-    def perturb(self, presence, inputs, targets):
-        from captum._utils.models.linear_model import SkLearnRidge
-
-        return _captum().Lime(self.presence_score, interpretable_model=SkLearnRidge(alpha=self.alpha)).attribute(
-            presence, baselines=0.0, target=targets, additional_forward_args=(inputs,), n_samples=self.n_samples,
-            perturbations_per_eval=self.perturbations_per_eval)
-
-
-# -- Grad-CAM -------------------------------------------------------------------------------------------------------
+    def attribute(self, inputs, targets, generator=None):
+        with seeded_global_rng(generator, inputs.device), _quiet():
+            batch, n, g = inputs.shape[0], self.model.n_patches, self.model.grid_size
+            presence = torch.ones(batch, n, device=inputs.device)
+            if self.row.grid_features:
+                presence = presence.reshape(-1, g, g)
+            scores = self.captum_call(presence, targets, generator, self.presence_score, baselines=0.0,
+                                      additional_forward_args=(inputs,),
+                                      perturbations_per_eval=self.perturbations_per_eval)
+            return scores.reshape(batch, n)
 
 
 class _TokenGrid(nn.Module):
@@ -324,59 +204,158 @@ class _TokenGrid(nn.Module):
         return patches.transpose(1, 2).reshape(b, d, self.grid_size, self.grid_size)
 
 
-@register_method("captum.LayerGradCam")
-class LayerGradCamExplainer(CaptumExplainer):
-    """Grad-CAM: ViT tokens entering the last block as a g x g map; ResNet's last stage, upsampled and summed per patch.
+class LayerCaptumExplainer(CaptumExplainer):
+    """Layer family: Captum attributes the output [B, 1, h, w] of `self.layer` (set by the row's `prepare`).
 
-    `layer` names another module (e.g. 'net.layer3') whose output is a [B, C, h, w] map. `relu` keeps the
-    positive evidence only (as in the Grad-CAM paper).
+    With `self.token_grid` (a ViT) the layer is the patch tokens entering the last block seen as a g x g map,
+    one cell per patch; otherwise the map is upsampled bilinearly to the pixels and summed over each patch.
     """
 
-    def __init__(self, model, output="prob", layer: str | None = None, relu: bool = True):
-        super().__init__(model, output)
-        self.relu = relu
-        self.token_grid: _TokenGrid | None = None
-        encoder = getattr(model, "encoder", None)
-        if layer is not None:
+    token_grid: _TokenGrid | None = None
+
+    def attribute(self, inputs, targets, generator=None):
+        with seeded_global_rng(generator, inputs.device), _quiet():
+            handle = self._route_tokens_through_grid() if self.token_grid is not None else None
             try:
-                self.layer = model.get_submodule(layer)
-            except AttributeError:
-                raise XaibenchError(f"method 'captum.LayerGradCam': model {type(model).__name__} has no module "
-                                    f"{layer!r}") from None
-        elif encoder is not None and hasattr(encoder, "blocks") and hasattr(encoder, "num_prefix_tokens"):
-            # The last block's *input*: for a class-token head the last block's patch outputs get no gradient.
-            self.token_grid = _TokenGrid(model.grid_size)
-            self.layer = self.token_grid
-        elif hasattr(getattr(model, "net", None), "layer4"):
-            self.layer = model.net.layer4
+                cam = self.captum_call(inputs, targets, generator, self.score)  # [B, 1, h, w]
+            finally:
+                if handle is not None:
+                    handle.remove()
+            if self.token_grid is not None:
+                return cam.reshape(inputs.shape[0], self.model.n_patches)  # one cell per patch
+            side = inputs.shape[-1]
+            pixels = _captum().LayerAttribution.interpolate(cam, (side, side), interpolate_mode="bilinear")
+            return pixels[:, 0]  # pixel map [B, H, W]; the base class sums it over each patch
+
+    def _route_tokens_through_grid(self) -> Any:
+        """A pre-hook on the last block that passes its patch tokens through the token grid (removed by the caller)."""
+        encoder, grid = self.model.encoder, self.token_grid
+        prefix = encoder.num_prefix_tokens
+
+        def through_grid(module, args):
+            tokens = args[0]
+            patches = grid(tokens[:, prefix:]).flatten(2).transpose(1, 2)
+            return (torch.cat([tokens[:, :prefix], patches], dim=1), *args[1:])
+
+        return encoder.blocks[-1].register_forward_pre_hook(through_grid)
+
+
+KINDS: dict[str, type[CaptumExplainer]] = {"pixel": PixelCaptumExplainer, "patch": PatchCaptumExplainer,
+                                           "layer": LayerCaptumExplainer}
+
+
+# -- what the rows compute besides the common call --------------------------------------------------------------
+
+
+def _gradient_shap_arguments(e: Any, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+    """Baselines: a black image plus n_baselines - 1 uniform-noise images in the batch's range (from generator)."""
+    low, high = x.detach().amin(), x.detach().amax()
+    noise = uniform((max(e.n_baselines - 1, 0), *x.shape[1:]), generator, x.device)
+    baselines = torch.cat([torch.zeros_like(x[:1]), low + (high - low) * noise])
+    return dict(baselines=baselines, n_samples=e.n_samples, stdevs=float(e.stdev_spread * (high - low)))
+
+
+def _smoothgrad_arguments(e: Any, x: torch.Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+    spread = float(e.stdev_spread * (x.detach().amax() - x.detach().amin()))
+    return dict(nt_type="smoothgrad", nt_samples=e.n_samples, nt_samples_batch_size=e.batch_size, stdevs=spread,
+                abs=True)
+
+
+def _ridge(e: Any) -> dict[str, Any]:
+    from captum._utils.models.linear_model import SkLearnRidge
+
+    return dict(interpretable_model=SkLearnRidge(alpha=e.alpha))
+
+
+def _check_window(e: Any) -> None:
+    if not 1 <= e.window <= e.model.grid_size:
+        raise XaibenchError(f"method 'captum.Occlusion': window must be 1..{e.model.grid_size} patches, got {e.window}")
+
+
+def _find_layer(e: Any) -> None:
+    """Grad-CAM's layer: `layer` by name; else a ViT's tokens entering the last block; else a ResNet's `layer4`;
+    else (a CNN-family model) its last Conv2d."""
+    model, encoder = e.model, getattr(e.model, "encoder", None)
+    if e.layer is not None:
+        try:
+            e.layer = model.get_submodule(e.layer)
+        except AttributeError:
+            raise XaibenchError(f"method 'captum.LayerGradCam': model {type(model).__name__} has no module "
+                                f"{e.layer!r}") from None
+    elif encoder is not None and hasattr(encoder, "blocks") and hasattr(encoder, "num_prefix_tokens"):
+        # The last block's *input*: for a class-token head the last block's patch outputs get no gradient.
+        e.token_grid = _TokenGrid(model.grid_size)
+        e.layer = e.token_grid
+    else:
+        stages = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "layer4"]
+        convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        if stages:
+            e.layer = stages[-1]
+        elif getattr(model, "family", None) == "cnn" and convolutions:
+            e.layer = convolutions[-1]
         else:
             raise XaibenchError(f"method 'captum.LayerGradCam' cannot find a layer in {type(model).__name__}; "
                                 f"pass layer='<module name>'")
+    e.probes = (e.layer,)
 
-    def probes(self):
-        return (self.layer,)
 
-    def captum_attribute(self, inputs, targets, generator):
-        captum = _captum()
-        handle = None
-        if self.token_grid is not None:
-            encoder, grid = self.model.encoder, self.token_grid
-            prefix = encoder.num_prefix_tokens
+PPE = 16  # perturbations_per_eval: perturbed copies per forward call of the perturbation family
 
-            def through_grid(module, args):
-                tokens = args[0]
-                patches = grid(tokens[:, prefix:]).flatten(2).transpose(1, 2)
-                return (torch.cat([tokens[:, :prefix], patches], dim=1), *args[1:])
+# One row per registered `captum.<name>`: its kind, its one-line summary, its options with their defaults, and
+# what its Captum call adds to the kind's common call.
+CAPTUM_TABLE: tuple[CaptumRow, ...] = (
+    # -- gradient methods: pixels -> [B, H, W] map -> summed over each patch
+    CaptumRow("IntegratedGradients", "pixel", "Integrated gradients from a constant `baseline` image (n_steps "
+              "points); signed pixel sums per patch.",
+              dict(n_steps=16, baseline=0.0, method="gausslegendre", internal_batch_size=None),
+              arguments=lambda e, x, g: dict(baselines=e.baseline, n_steps=e.n_steps, method=e.method,
+                                             internal_batch_size=e.internal_batch_size)),
+    CaptumRow("Saliency", "pixel", "Saliency: |gradient| of the target output w.r.t. the pixels, summed over "
+              "channels and each patch.", absolute=True, arguments=lambda e, x, g: dict(abs=True)),
+    CaptumRow("InputXGradient", "pixel", "Input x gradient; signed pixel values summed over channels and each patch."),
+    CaptumRow("GuidedBackprop", "pixel", "Guided backprop (ReLU gradients clamped); |map| summed per patch. Equals "
+              "|grad| on GELU models (ViT, OFA).", absolute=True, module_forward=True),
+    CaptumRow("DeepLift", "pixel", "DeepLIFT (rescale rule) from a constant `baseline` image; signed pixel sums per "
+              "patch. Meant for ReLU nets.", dict(baseline=0.0, eps=1e-10), module_forward=True,
+              construct=lambda e: dict(eps=e.eps), arguments=lambda e, x, g: dict(baselines=e.baseline)),
+    CaptumRow("GradientShap", "pixel", "GradientSHAP: gradients at random points between the image and baselines "
+              "(a black image plus noise images).", dict(n_samples=8, n_baselines=4, stdev_spread=0.1),
+              arguments=_gradient_shap_arguments),
+    CaptumRow("SmoothGrad", "pixel", "SmoothGrad = NoiseTunnel(Saliency): |gradient| averaged over noisy copies "
+              "(sd = stdev_spread x range).", dict(n_samples=8, stdev_spread=0.15, batch_size=None),
+              algorithm="Saliency", noise_tunnel=True, absolute=True, arguments=_smoothgrad_arguments),
+    # -- perturbation methods: a [B, n] presence vector; 0 = the patch is removed by the model's own masking
+    CaptumRow("Occlusion", "patch", "Occlusion of window x window patches sliding by `stride` patches; a patch "
+              "gets the mean drop of its windows.", dict(window=2, stride=1, perturbations_per_eval=PPE),
+              grid_features=True, prepare=_check_window,
+              arguments=lambda e, x, g: dict(sliding_window_shapes=(e.window, e.window), strides=(e.stride, e.stride))),
+    CaptumRow("FeatureAblation", "patch", "Feature ablation: drop in the target output when one patch is removed "
+              "(n forwards per image).", dict(perturbations_per_eval=PPE)),
+    CaptumRow("ShapleyValueSampling", "patch", "Shapley value sampling over patches: `n_samples` random "
+              "permutations (about n_samples x n forwards).", dict(n_samples=4, perturbations_per_eval=PPE),
+              arguments=lambda e, x, g: dict(n_samples=e.n_samples)),
+    CaptumRow("KernelShap", "patch", "Kernel SHAP over patches: a weighted linear fit to `n_samples` random patch "
+              "coalitions per image.", dict(n_samples=64, perturbations_per_eval=PPE),
+              arguments=lambda e, x, g: dict(n_samples=e.n_samples)),
+    CaptumRow("Lime", "patch", "LIME over patches: ridge fit (alpha) to `n_samples` random coalitions, "
+              "cosine-kernel weighted.", dict(n_samples=64, alpha=1.0, perturbations_per_eval=PPE),
+              construct=_ridge, arguments=lambda e, x, g: dict(n_samples=e.n_samples)),
+    # -- Grad-CAM
+    CaptumRow("LayerGradCam", "layer", "Grad-CAM: ViT tokens entering the last block as a g x g map; ResNet's last "
+              "stage, upsampled and summed per patch.", dict(layer=None, relu=True), prepare=_find_layer,
+              construct=lambda e: dict(layer=e.layer), arguments=lambda e, x, g: dict(relu_attributions=e.relu),
+              families=("vit", "cnn"), any_family_option="layer"),
+)
 
-            handle = encoder.blocks[-1].register_forward_pre_hook(through_grid)
-        try:
-            cam = captum.LayerGradCam(self.score, self.layer).attribute(
-                inputs, target=targets, relu_attributions=self.relu)  # [B, 1, h, w]
-        finally:
-            if handle is not None:
-                handle.remove()
-        if self.token_grid is not None:
-            return cam.reshape(inputs.shape[0], self.model.n_patches)  # one cell per patch
-        side = inputs.shape[-1]
-        pixels = captum.LayerAttribution.interpolate(cam, (side, side), interpolate_mode="bilinear")
-        return pixels[:, 0]  # pixel map [B, H, W]; the base class sums it over each patch
+
+def _explainer_class(row: CaptumRow) -> type[CaptumExplainer]:
+    """The registered class of one row: its kind's class with the row, its summary and its signature attached."""
+    if row.kind not in KINDS:
+        raise XaibenchError(f"Captum row {row.name!r}: kind must be one of {', '.join(KINDS)}, got {row.kind!r}")
+    attributes = dict(__doc__=row.summary, __module__=__name__, __signature__=row.signature(), row=row,
+                      families=row.families, any_family_option=row.any_family_option)
+    return type(f"{row.name}Explainer", (KINDS[row.kind],), attributes)
+
+
+CAPTUM_EXPLAINERS: dict[str, type[CaptumExplainer]] = {
+    row.registered_name: register_method(row.registered_name, _explainer_class(row)) for row in CAPTUM_TABLE}
