@@ -18,7 +18,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from pandas.io.formats.style import Styler
 
 from xaibench.io import atomic_write_text
 
@@ -89,7 +88,7 @@ def to_latex(table: pd.DataFrame, caption: str, label: str, bold_best: bool = Tr
     higher = table.attrs.get("higher_is_better", {}) if higher_is_better is None else higher_is_better
     notes = table.attrs.get("notes", []) if notes is None else notes
     body = table.astype(str).rename_axis(None)
-    styler = Styler(body, uuid="").format(lambda cell: cell.replace("±", "$\\pm$"), escape=None)
+    styler = body.style.format(lambda cell: cell.replace("±", "$\\pm$"), escape=None)
     if bold_best:
         styler = styler.apply(_bold_best, axis=0, higher_is_better=higher)
     latex = styler.to_latex(hrules=True, multicol_align="c", multirow_align="t",
