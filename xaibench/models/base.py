@@ -20,7 +20,13 @@ def default_patch_size(img_size: int) -> int:
 
 
 class MaskedClassifier(nn.Module):
-    """Base for models evaluated by xaibench: an image of side `img_size` split into n square patches."""
+    """Base for models evaluated by xaibench: an image of side `img_size` split into n square patches.
+
+    `family` tells explainers what kind of network this is: "vit" (token-based, with attention
+    blocks the ViT methods read), "cnn" (a convolutional net occluded by a pixel fill) or "other".
+    """
+
+    family: str = "other"
 
     def __init__(self, img_size: int, patch_size: int | None, in_chans: int, num_classes: int):
         super().__init__()

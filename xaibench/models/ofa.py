@@ -20,6 +20,8 @@ from xaibench.registry import register_model
 class OFANet(MaskedClassifier):
     """Classifies and explains in one forward pass: per-patch, per-class Shapley values."""
 
+    family = "vit"
+
     def __init__(self, num_classes: int, in_chans: int = 1, img_size: int = 28, patch_size: int | None = None,
                  arch: str = "tiny", pretrained: str | None = None, decoder_depth: int = 1,
                  logit_scale_init: float = 10.0, centre_classes: bool = True, **overrides):
@@ -81,6 +83,10 @@ class OFANet(MaskedClassifier):
 def ofa(num_classes: int, in_chans: int = 1, img_size: int = 28, **kwargs) -> OFANet:
     """OFA: Segmenter network whose logits are sums of per-patch Shapley values (trained with l1+l2+l3)."""
     return OFANet(num_classes, in_chans, img_size, **kwargs)
+
+
+ofa.objective = "ofa"  # the training objective (xaibench/training/objectives.py) unless a config names another
+ofa.revision = 2  # part of the checkpoint key; 2: phi centred over the classes, which the informed masks are drawn from
 
 
 @register_model("segm")

@@ -7,7 +7,7 @@ from torch import nn
 
 from xaibench.errors import XaibenchError
 from xaibench.models.base import MaskedClassifier, default_patch_size
-from xaibench.models.pretrained import load_pretrained
+from xaibench.models.pretrained import build_pretrained
 from xaibench.registry import register_model
 
 # Encoder sizes: "tiny"/"small" are the CPU configurations; "vit-s"/"vit-b" the usual ones.
@@ -27,6 +27,8 @@ def arch_config(arch: str) -> dict:
 
 class MaskableViT(VisionTransformer):
     """timm ViT whose removed patches are replaced by a learned mask token before the position embedding."""
+
+    family = "vit"
 
     def __init__(self, img_size: int = 28, patch_size: int | None = None, in_chans: int = 1, num_classes: int = 0,
                  embed_dim: int = 128, depth: int = 4, num_heads: int = 4, reg_tokens: int = 4, **kwargs):
@@ -72,17 +74,24 @@ class MaskableViT(VisionTransformer):
 
 def build_encoder(img_size: int, patch_size: int | None, in_chans: int, arch: str = "tiny", num_classes: int = 0,
                   pretrained: str | None = None, **overrides) -> MaskableViT:
+    """The maskable encoder; `pretrained` ('timm:<name>' or a file) is loaded by timm's `build_model_with_cfg`.
+
+    For DINOv2 weights (e.g. 'timm:vit_base_patch14_reg4_dinov2.lvd142m' with arch 'vit-b') pass
+    `init_values=1e-5` too, so the blocks have the LayerScale the weights were trained with.
+    """
     config = arch_config(arch)
     config.update(overrides)
-    encoder = MaskableViT(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-                          **config)
     if pretrained:
-        load_pretrained(encoder, pretrained, num_prefix_tokens=encoder.num_prefix_tokens)
-    return encoder
+        return build_pretrained(MaskableViT, pretrained, in_chans, img_size=img_size, patch_size=patch_size,
+                                num_classes=num_classes, **config)
+    return MaskableViT(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+                       **config)
 
 
 class ViTClassifier(MaskedClassifier):
     """Baseline: the maskable encoder with a linear head on the class token."""
+
+    family = "vit"
 
     def __init__(self, num_classes: int, in_chans: int = 1, img_size: int = 28, patch_size: int | None = None,
                  arch: str = "tiny", pretrained: str | None = None, **overrides):
