@@ -134,13 +134,23 @@ def test_pretrained_from_local_file_and_clear_errors(tmp_path):
         create_model("vit", num_classes=2, pretrained=str(tmp_path / "other.pth"))
 
 
-def test_timm_hub_weights_fail_fast_without_network():
+def test_timm_hub_weights_fail_fast_without_network(tmp_path, monkeypatch):
+    import socket
     import time
 
+    import huggingface_hub.constants
+
+    def closed(address, timeout=None):  # as a closed network answers, on any machine
+        raise OSError(f"connection to {address[0]} refused")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(socket, "create_connection", closed)
     start = time.monotonic()
-    with pytest.raises(XaibenchError, match="--pretrained PATH"):
-        create_model("vit", num_classes=2, pretrained="timm:vit_tiny_patch16_224.augreg_in21k")
-    assert time.monotonic() - start < 30
+    with pytest.raises(XaibenchError, match="not in the local Hugging Face cache and huggingface.co cannot be "
+                                            "reached.*--pretrained PATH"):
+        create_model("ofa", num_classes=2, arch="vit-b", img_size=224,
+                     pretrained="timm:vit_base_patch14_reg4_dinov2.lvd142m")
+    assert time.monotonic() - start < 10
 
 
 @pytest.mark.cuda
@@ -152,3 +162,57 @@ def test_models_run_on_cuda():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             probs = model.forward_fn(x, keep)
         assert probs.device.type == "cuda" and torch.isfinite(probs).all()
+
+
+def test_dinov2_style_checkpoint_is_resampled_by_the_filter(tmp_path):
+    """No class/register positions (no_embed_class), patch 14 -> 4, RGB -> grey, LayerScale kept."""
+    from safetensors.torch import save_file
+    from timm.layers import resample_abs_pos_embed, resample_patch_embed
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(5)
+    source = VisionTransformer(img_size=56, patch_size=14, in_chans=3, num_classes=0, embed_dim=32, depth=2,
+                               num_heads=2, reg_tokens=4, no_embed_class=True, init_values=1e-5)
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "dino.safetensors"))
+    model = create_model("vit", num_classes=2, in_chans=1, img_size=28, embed_dim=32, depth=2, num_heads=2,
+                         init_values=1e-5, pretrained=str(tmp_path / "dino.safetensors"))
+    encoder = model.encoder
+    assert torch.equal(encoder.blocks[1].ls1.gamma, source.blocks[1].ls1.gamma)
+    assert torch.equal(encoder.reg_token, source.reg_token) and torch.equal(encoder.cls_token, source.cls_token)
+    grid = resample_abs_pos_embed(source.pos_embed, new_size=(7, 7), old_size=(4, 4), num_prefix_tokens=0)
+    assert encoder.pos_embed.shape == (1, 54, 32) and torch.allclose(encoder.pos_embed[:, 5:], grid)
+    proj = resample_patch_embed(source.patch_embed.proj.weight.sum(1, keepdim=True), [4, 4])
+    assert torch.allclose(encoder.patch_embed.proj.weight, proj, atol=1e-6)
+
+
+def test_timm_weights_from_the_local_cache_need_no_network(tmp_path, monkeypatch):
+    """'timm:<name>' reads the Hugging Face cache's file through timm's loader; no socket is opened."""
+    import socket
+
+    import huggingface_hub.constants
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(6)
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    repo = tmp_path / "models--timm--vit_tiny_patch16_224.augreg_in21k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()},
+              str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    model = create_model("ofa", num_classes=2, in_chans=1, img_size=28, embed_dim=192, depth=12, num_heads=3,
+                         pretrained="timm:vit_tiny_patch16_224.augreg_in21k")
+    encoder = model.encoder
+    assert torch.equal(encoder.blocks[11].attn.qkv.weight, source.blocks[11].attn.qkv.weight)
+    assert torch.equal(encoder.pos_embed[:, :1], source.pos_embed[:, :1])  # the class position; registers keep init
+    assert encoder.patch_embed.proj.weight.shape == (192, 1, 4, 4)
+    with pytest.raises(XaibenchError, match="timm has no pretrained weights 'vit_tiny_patch16_225'"):
+        create_model("vit", num_classes=2, pretrained="timm:vit_tiny_patch16_225")
