@@ -138,12 +138,12 @@ def _synchronize(device: torch.device) -> None:
 _NO_TARGET: Any = object()  # `targets` / `target` not given
 
 
-def _one_target(method: str, verb: str, targets: Any, target: Any) -> Any:
-    """The target classes, given either as `targets` or as Captum's keyword `target` (exactly one of them)."""
+def _one_target(method: str, targets: Any, target: Any) -> Any:
+    """explain's target classes, given either as `targets` or as Captum's keyword `target` (exactly one of them)."""
     if targets is not _NO_TARGET and target is not _NO_TARGET:
-        raise XaibenchError(f"method {method!r}: {verb}() got both targets and target; pass one of them")
+        raise XaibenchError(f"method {method!r}: explain() got both targets and target; pass one of them")
     if targets is _NO_TARGET and target is _NO_TARGET:
-        raise XaibenchError(f"method {method!r}: {verb}() needs the target classes (targets=... or target=...)")
+        raise XaibenchError(f"method {method!r}: explain() needs the target classes (targets=... or target=...)")
     return target if targets is _NO_TARGET else targets
 
 
@@ -169,8 +169,9 @@ class Explainer:
 
     `attribute(inputs [B,C,H,W], targets long [B], generator)` returns patch scores [B, n], or a pixel map
     [B, H, W] that the base class sums over each patch (and keeps as `pixel_map`). Both verbs also take the
-    target classes as Captum's keyword `target=`. What a method needs of its model is declared, not coded:
-    `families`, `requires`, `requirement` (see `unsuited_reason`).
+    target classes as Captum's keyword `target=` (one wrapper, added to every subclass's `attribute`). What a
+    method needs of its model is declared, not coded: `families` (read by `unsuited_reason`, for the tables),
+    `requires` and `requirement` (also checked at construction: a model without them is refused).
     """
 
     #: run `attribute` with autograd enabled (False: under torch.no_grad, faster)
@@ -219,7 +220,7 @@ class Explainer:
     def explain(self, inputs: torch.Tensor, targets: torch.Tensor = _NO_TARGET, *, target: torch.Tensor = _NO_TARGET,
                 generator: torch.Generator | None = None) -> Explanation:
         """Explain `inputs` [B, C, H, W] for `targets` (or `target=`) long [B]: patch attributions [B, n] plus cost."""
-        targets = self._check_inputs(inputs, _one_target(self.name, "explain", targets, target))
+        targets = self._check_inputs(inputs, _one_target(self.name, targets, target))
         device = inputs.device
         _synchronize(device)
         start = time.perf_counter()
@@ -291,6 +292,7 @@ def create_method(name: str, model: nn.Module, **options: Any) -> Explainer:
 # -- which model a method suits ---------------------------------------------------------------------------------
 
 FAMILY_NAMES = {"vit": "ViT", "cnn": "CNN"}
+_ABSENT: Any = object()
 
 
 def _missing(model: nn.Module, names: tuple[str, ...]) -> list[str]:
@@ -299,8 +301,8 @@ def _missing(model: nn.Module, names: tuple[str, ...]) -> list[str]:
     for dotted in names:
         value: Any = model
         for part in dotted.split("."):
-            value = getattr(value, part, _NO_TARGET)
-            if value is _NO_TARGET:
+            value = getattr(value, part, _ABSENT)
+            if value is _ABSENT:
                 missing.append(dotted)
                 break
     return missing
@@ -327,5 +329,5 @@ def unsuited_reason(method_name: str, model: nn.Module, options: Mapping[str, An
         return f"{method_name} needs a {wanted} model (model family: {family or 'unknown'})"
     missing = _missing(model, tuple(getattr(factory, "requires", ())))
     if missing:
-        return f"{method_name} needs {_requirement(factory)} ({type(model).__name__} has no {', '.join(missing)})"
+        return f"{method_name} needs {_requirement(factory)}; {type(model).__name__} has no {', '.join(missing)}"
     return None

@@ -1,4 +1,5 @@
 """Explainers: the one interface, the built-ins and Captum wrappers, guards, costs and third-party plugins."""
+import inspect
 import re
 import subprocess
 import sys
@@ -10,10 +11,12 @@ from torch import nn
 
 from xaibench.cli import main
 from xaibench.errors import ExplainerOutputError, XaibenchError
-from xaibench.methods import Explainer, Explanation, create_method, list_methods
+from xaibench.methods import (CAPTUM_TABLE, Explainer, Explanation, create_method, list_methods, seeded_global_rng,
+                               unsuited_reason)
+from xaibench.methods.captum_family import KINDS
 from xaibench.models import MaskedClassifier, create_model
 from xaibench.plugins import load_plugins
-from xaibench.registry import METHODS
+from xaibench.registry import METHODS, UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_classes=3, in_chans=1, img_size=16, patch_size=4, arch="tiny", depth=1, embed_dim=32, num_heads=2)
@@ -166,6 +169,185 @@ def test_attn_is_the_class_token_row_averaged_over_heads():
     assert torch.allclose(scores, attention[:, :, 0, prefix:].mean(dim=1), atol=1e-6)
     assert not torch.allclose(scores, attention[:, :, 1, prefix:].mean(dim=1), atol=1e-6)  # not a register's row
     assert (scores >= 0).all() and (scores.sum(dim=1) <= 1 + 1e-5).all()
+
+
+# -- one hook, Captum's keyword, the table ------------------------------------------------------------------
+
+
+class _Labels(Explainer):
+    """Scores = the target class id on every patch; its parameters are not called `targets`."""
+
+    needs_gradients = False
+    registered_name = "test.labels"
+
+    def attribute(self, images, labels, generator=None):
+        return labels.float()[:, None].expand(-1, self.model.n_patches).clone()
+
+
+@pytest.mark.parametrize("name", ["grad", "random", "captum.Saliency", "captum.KernelShap"])
+def test_target_keyword_gives_the_same_as_targets(name):
+    model = tiny("ofa")
+    x, y = batch()
+    explainer = create_method(name, model, **FAST.get(name, {}))
+    positional = explainer.explain(x, y, generator=seeded()).attributions
+    assert torch.equal(explainer.explain(x, target=y, generator=seeded()).attributions, positional)
+    assert torch.equal(explainer.explain(x, targets=y, generator=seeded()).attributions, positional)
+    assert torch.equal(explainer(x, target=y, generator=seeded()).attributions, positional)
+    with torch.set_grad_enabled(explainer.needs_gradients):
+        raw = explainer.attribute(x, y, seeded())
+        assert torch.equal(explainer.attribute(x, target=y, generator=seeded()), raw)
+        assert torch.equal(explainer.attribute(x, targets=y, generator=seeded()), raw)
+
+
+def test_target_keyword_reaches_a_custom_attribute_whatever_its_parameter_names():
+    model = tiny("ofa")
+    x, y = batch()
+    explainer = _Labels(model)
+    expected = y.float()[:, None].expand(-1, N)
+    assert torch.equal(explainer.attribute(x, target=y), expected)
+    assert torch.equal(explainer.attribute(x, y), expected)
+    assert torch.equal(explainer.explain(x, target=y).attributions, expected)
+    with pytest.raises(XaibenchError, match="'test.labels': attribute\\(\\) got the target classes twice"):
+        explainer.attribute(x, y, target=y)
+    with pytest.raises(XaibenchError, match="'test.labels': explain\\(\\) got both targets and target"):
+        explainer.explain(x, y, target=y)
+    with pytest.raises(XaibenchError, match="'test.labels': explain\\(\\) needs the target classes"):
+        explainer.explain(x)
+
+
+def test_every_builtin_overrides_attribute_and_no_other_hook():
+    hooks = {name for name, value in vars(Explainer).items() if callable(value)} - {"__init__", "__init_subclass__"}
+    for name in BUILTIN:
+        cls = METHODS.get(name)
+        overridden = {attr for klass in cls.__mro__[:cls.__mro__.index(Explainer)] for attr in vars(klass)
+                      if attr in hooks}
+        assert overridden == {"attribute"}, (name, overridden)
+        assert isinstance(cls.probes, tuple) and not callable(cls.probes)
+
+
+def test_every_table_row_is_registered_with_its_kind_options_and_summary(capsys):
+    assert sorted(row.registered_name for row in CAPTUM_TABLE) == sorted(CAPTUM)
+    model = tiny("ofa")
+    assert main(["list", "methods"]) == 0
+    listed = capsys.readouterr().out
+    for row in CAPTUM_TABLE:
+        cls = METHODS.get(row.registered_name)
+        assert issubclass(cls, KINDS[row.kind]) and cls.row is row
+        assert re.search(rf"^  {re.escape(row.registered_name)} +{re.escape(row.summary)}$", listed, re.M)
+        parameters = inspect.signature(cls).parameters
+        assert [(p.name, p.default) for p in list(parameters.values())[1:]] == [("output", "prob"),
+                                                                               *row.options.items()]
+        explainer = create_method(row.registered_name, model)
+        assert {option: getattr(explainer, option) for option in row.options if option != "layer"} == \
+               {option: default for option, default in row.options.items() if option != "layer"}
+        if row.kind == "patch":  # the patch kind passes it to every perturbation call
+            assert "perturbations_per_eval" in row.options and cls.needs_gradients is False
+    with pytest.raises(XaibenchError, match="'captum.Lime'.*'n_sample'.*valid options: output, n_samples, alpha"):
+        METHODS.get("captum.Lime")(model, n_sample=3)
+    with pytest.raises(XaibenchError, match="output must be one of prob, logit, got 'logits'"):
+        create_method("captum.Saliency", model, output="logits")
+
+
+def _patch_sums(model, pixels):
+    return model.pixels_to_patches(pixels.sum(dim=1))
+
+
+@pytest.mark.filterwarnings("ignore:You are providing multiple inputs")
+def test_table_rows_make_the_captum_call_they_document():
+    import captum.attr
+
+    model = tiny("ofa")
+    x, y = batch()
+    ig = create_method("captum.IntegratedGradients", model, n_steps=5, baseline=0.2, method="riemann_left",
+                       output="logit").explain(x, y).attributions
+    by_hand = captum.attr.IntegratedGradients(model).attribute(x.clone().requires_grad_(True), baselines=0.2, target=y,
+                                                               n_steps=5, method="riemann_left")
+    assert torch.allclose(ig, _patch_sums(model, by_hand), atol=1e-6)
+
+    def presence_score(presence, images):
+        return model.forward_fn(images, presence.reshape(presence.shape[0], -1) > 0.5)
+
+    occlusion = create_method("captum.Occlusion", model, window=3, stride=1).explain(x, y).attributions
+    with torch.no_grad():
+        by_hand = captum.attr.Occlusion(presence_score).attribute(
+            torch.ones(3, 4, 4), sliding_window_shapes=(3, 3), strides=(1, 1), baselines=0.0, target=y,
+            additional_forward_args=(x,))
+    assert torch.allclose(occlusion, by_hand.reshape(3, N), atol=1e-6)
+
+    kernel = create_method("captum.KernelShap", model, n_samples=20).explain(x, y, generator=seeded(3)).attributions
+    with torch.no_grad(), seeded_global_rng(seeded(3), x.device):
+        by_hand = captum.attr.KernelShap(presence_score).attribute(
+            torch.ones(3, N), baselines=0.0, target=y, additional_forward_args=(x,), n_samples=20,
+            perturbations_per_eval=16)
+    assert torch.allclose(kernel, by_hand, atol=1e-6)
+
+
+# -- which model a method suits ---------------------------------------------------------------------------------
+
+
+class TinyCNN(MaskedClassifier):
+    """A small CNN of the "cnn" family without a ResNet's layer4; a removed patch becomes 0."""
+
+    family = "cnn"
+
+    def __init__(self):
+        super().__init__(16, 4, in_chans=1, num_classes=3)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1))
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x, keep_mask=None):
+        if keep_mask is not None:
+            x = x * self.keep_to_pixels(keep_mask)
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def family_of(model, family):
+    if getattr(model, "family", None) is None:  # until every model carries one
+        model.family = family
+    assert model.family == family
+    return model
+
+
+def test_families_are_declared_where_a_method_needs_a_kind_of_model():
+    assert METHODS.get("ofa").families == ("vit",) and METHODS.get("attn").families == ("vit",)
+    assert METHODS.get("captum.LayerGradCam").families == ("vit", "cnn")
+    assert all(METHODS.get(name).families is None for name in BUILTIN
+               if name not in ("ofa", "attn", "captum.LayerGradCam"))
+
+
+def test_unsuited_reason_names_the_method_the_need_and_the_model_family():
+    resnet, vit, ofa = family_of(tiny("resnet18"), "cnn"), family_of(tiny("vit"), "vit"), family_of(tiny("ofa"), "vit")
+    assert unsuited_reason("attn", resnet) == "attn needs a ViT-family model (model family: cnn)"
+    assert unsuited_reason("ofa", resnet) == "ofa needs a ViT-family model (model family: cnn)"
+    assert unsuited_reason("ofa", vit) == ("ofa needs an OFA network (ofa or segm); ViTClassifier has no "
+                                           "attributions, shapley")
+    for name in BUILTIN:
+        assert unsuited_reason(name, ofa) is None, name
+        assert unsuited_reason(name, resnet) is None or name in ("ofa", "attn"), name
+    other = AdditiveModel(torch.zeros(2, N))
+    other.family = "other"
+    assert unsuited_reason("captum.LayerGradCam", other) == ("captum.LayerGradCam needs a ViT-family or "
+                                                             "CNN-family model (model family: other)")
+    assert unsuited_reason("captum.LayerGradCam", other, {"layer": "patch_mean"}) is None
+    assert unsuited_reason("grad", other) is None and unsuited_reason("captum.Lime", other) is None
+    unknown = nn.Linear(2, 2)  # no `family`: unknown, suits only the methods for any model
+    assert unsuited_reason("attn", unknown) == "attn needs a ViT-family model (model family: unknown)"
+    assert unsuited_reason("random", unknown) is None
+    with pytest.raises(UnknownNameError, match="unknown method 'atn'"):
+        unsuited_reason("atn", ofa)
+
+
+def test_grad_cam_finds_a_cnn_layer_by_itself():
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x, y = batch()
+    explainer = create_method("captum.LayerGradCam", model)
+    assert explainer.layer is model.features[2] and explainer.probes == (model.features[2],)
+    explanation = explainer.explain(x, y)
+    assert explanation.attributions.shape == (3, N) and explanation.pixel_map.shape == (3, 16, 16)
+    assert explanation.attributions.std() > 0 and (explanation.n_forward, explanation.n_backward) == (1, 1)
+    with pytest.raises(XaibenchError, match="cannot find a layer in AdditiveModel; pass layer="):
+        create_method("captum.LayerGradCam", AdditiveModel(torch.zeros(2, N)))
 
 
 # -- guards and costs ---------------------------------------------------------------------------------------
