@@ -10,9 +10,9 @@ from xaibench.training import DataSpec, TrainConfig, classification_scores, load
 @pytest.mark.slow
 def test_ofa_training_makes_phi_faithful_on_a_fast_setting(tmp_path):
     data = DataSpec("synthetic", 28, None, {"n_samples": 800})
-    config = TrainConfig(steps=300, init_steps=200, eval_every=50,
-                         model_options={"depth": 2, "embed_dim": 64, "num_heads": 2})
-    ofa = train_model("ofa", data, config, seed=0, cache=tmp_path, progress=False, log=lambda line: None)
+    config = TrainConfig.from_dict(dict(steps=300, init_steps=200, eval_every=50,
+                                        model_options={"depth": 2, "embed_dim": 64, "num_heads": 2}))
+    ofa = train_model("ofa", data, config, seed=0, cache=tmp_path, progress=False)
     warm = load_trained(ofa.record["init"]["path"])  # the Segm network OFA started from
     test = data.load("test")
     assert classification_scores(predict_proba(ofa.model, test, "cpu"), test)["acc"] >= 0.7

@@ -1,26 +1,33 @@
+import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from xaibench.cli import main
 from xaibench.errors import XaibenchError
-from xaibench.training import DataSpec, TrainConfig, checkpoint_key, train_model
+from xaibench.models import MaskedClassifier, create_model
+from xaibench.registry import MODELS, register_model
+from xaibench.training import DataSpec, TrainConfig, checkpoint_key, checkpoint_path, load_trained, train_model
 from xaibench.training.losses import ofa_loss
-from xaibench.models import create_model
+from xaibench.training.objectives import default_objective
+from xaibench.training.trainer import build_model, model_kwargs
 
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 DATA = DataSpec("synthetic", 16, None, {"n_samples": 64, "seed": 5})
 
 
 def tiny_config(**changes) -> TrainConfig:
-    return TrainConfig(steps=12, batch_size=8, eval_every=6, warmup_steps=2, n_masks=2, init=None,
-                       model_options=TINY).replace(**changes)
+    return TrainConfig.from_dict(dict(steps=12, batch_size=8, eval_every=6, warmup_steps=2, n_masks=2, init=None,
+                                      model_options=TINY)).replace(**changes)
 
 
 def test_ofa_loss_parts_and_batched_forward():
@@ -49,26 +56,29 @@ def test_detach_choice_controls_gradient_side(detach):
 
 
 def test_training_is_cached_and_seeded(tmp_path):
-    first = train_model("segm", DATA, tiny_config(), seed=3, cache=tmp_path, progress=False, log=lambda s: None)
+    first = train_model("segm", DATA, tiny_config(), seed=3, cache=tmp_path, progress=False)
     assert first.path.exists() and first.record["best_step"] in (6, 12)
     mtime = first.path.stat().st_mtime_ns
-    again = train_model("segm", DATA, tiny_config(), seed=3, cache=tmp_path, progress=False, log=lambda s: None)
+    again = train_model("segm", DATA, tiny_config(), seed=3, cache=tmp_path, progress=False)
     assert again.path == first.path and again.path.stat().st_mtime_ns == mtime  # loaded, not retrained
-    elsewhere = train_model("segm", DATA, tiny_config(), seed=3, cache=tmp_path / "other", progress=False,
-                            log=lambda s: None)
+    elsewhere = train_model("segm", DATA, tiny_config(), seed=3, cache=tmp_path / "other", progress=False)
     for name, tensor in first.model.state_dict().items():  # same seed, same weights on the CPU
         assert torch.equal(tensor, elsewhere.model.state_dict()[name]), name
-    other_seed = train_model("segm", DATA, tiny_config(), seed=4, cache=tmp_path, progress=False, log=lambda s: None)
+    other_seed = train_model("segm", DATA, tiny_config(), seed=4, cache=tmp_path, progress=False)
     assert other_seed.path != first.path
     assert checkpoint_key(DATA, "segm", tiny_config(), 3) != checkpoint_key(DATA, "segm", tiny_config(lr=1e-3), 3)
     # options that only matter for OFA do not change a baseline's key
     assert checkpoint_key(DATA, "vit", tiny_config(), 3) == checkpoint_key(DATA, "vit", tiny_config(n_masks=7), 3)
 
 
-def test_ofa_warm_starts_from_segm(tmp_path):
-    logs = []
-    trained = train_model("ofa", DATA, tiny_config(init="segm", init_steps=6), seed=0, cache=tmp_path,
-                          progress=False, log=logs.append)
+def test_ofa_warm_starts_from_segm(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="xaibench.training")
+    config = tiny_config(init="segm", init_steps=6)
+    expected = checkpoint_path(DATA, "ofa", config, 0, tmp_path)
+    assert not expected.exists()
+    trained = train_model("ofa", DATA, config, seed=0, cache=tmp_path, progress=False, log=print)  # log: ignored
+    assert trained.path == expected and trained.record["objective"] == "ofa"
+    logs = [record.getMessage() for record in caplog.records]
     assert trained.record["init"]["from"] == "segm"
     assert any(line.startswith("segm/synthetic step 6") for line in logs)
     assert any("l3" in line for line in logs if line.startswith("ofa/"))
@@ -78,7 +88,7 @@ def test_bad_options_are_named():
     with pytest.raises(XaibenchError, match="unknown training option\\(s\\) stepz"):
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(XaibenchError, match="unknown detach 'both'"):
-        TrainConfig(detach="both")
+        TrainConfig.from_dict({"detach": "both"})
     with pytest.raises(XaibenchError, match="max_epochs must be >= 1"):
         TrainConfig(max_epochs=0)
 
@@ -91,13 +101,108 @@ def test_init_file_contents_are_part_of_the_key(tmp_path):
     assert checkpoint_key(DATA, "ofa", tiny_config(init=str(start)), 0) != first
 
 
+class TinyPluginNet(MaskedClassifier):
+    """A model a user registers from a plugin file: removed patches are zeroed, a small MLP classifies."""
+
+    def __init__(self, num_classes: int, in_chans: int = 1, img_size: int = 16, patch_size: int | None = None,
+                 width: int = 8):
+        super().__init__(img_size, patch_size, in_chans, num_classes)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_chans * img_size * img_size, width), nn.ReLU(),
+                                 nn.Linear(width, num_classes))
+
+    def forward(self, x, keep_mask=None):
+        if keep_mask is not None:
+            x = x * self.keep_to_pixels(keep_mask)
+        return self.net(x)
+
+
+@pytest.fixture
+def plugin_model():
+    name = "test_tiny_plugin"
+    register_model(name)(lambda num_classes, in_chans=1, img_size=16, width=8:
+                         TinyPluginNet(num_classes, in_chans, img_size, width=width))
+    yield name
+    MODELS._entries.pop(name)
+
+
+def test_a_plugin_model_trains_with_no_trainer_edit(tmp_path, plugin_model):
+    # the config carries options of other models (fill, arch) and of OFA (n_masks): none reaches the plugin
+    config = tiny_config(steps=6, eval_every=3, fill="blur", arch="small", model_options={"width": 6})
+    trained = train_model(plugin_model, DATA, config, seed=2, cache=tmp_path, progress=False)
+    assert isinstance(trained.model, TinyPluginNet) and trained.model.net[1].out_features == 6
+    assert trained.record["objective"] == "ce" and trained.record["best_step"] in (3, 6)
+    assert set(trained.record["history"][0]) >= {"loss", "l1", "val_acc"}
+    assert trained.path == checkpoint_path(DATA, plugin_model, config, 2, tmp_path)
+    mtime = trained.path.stat().st_mtime_ns
+    again = train_model(plugin_model, DATA, config, seed=2, cache=tmp_path, progress=False)
+    assert again.path.stat().st_mtime_ns == mtime  # loaded from the cache, not retrained
+    reloaded = load_trained(trained.path)
+    x = torch.randn(3, 1, 16, 16)
+    assert torch.equal(reloaded.model(x), trained.model(x)) and torch.equal(again.model(x), trained.model(x))
+
+
+def test_config_splits_into_common_model_and_objective_parts():
+    config = TrainConfig.from_dict({"steps": 7, "arch": "small", "n_masks": 8, "loss_weights": [1, 1, 10],
+                                    "model_options": {"depth": 1}})
+    assert config.steps == 7 and config.model.arch == "small" and config.model.model_options == {"depth": 1}
+    assert config.options_of("ofa").n_masks == 8 and config.options_of("ofa").loss_weights == (1, 1, 10)
+    record = json.loads(json.dumps(asdict(config)))  # a record serialises, and parses back
+    assert record["objectives"]["ofa"]["n_masks"] == 8 and TrainConfig.from_dict(record) == config
+    assert config.replace(lr=1.0).options_of("ofa").n_masks == 8 and config.replace(lr=1.0).lr == 1.0
+    with pytest.raises(XaibenchError) as error:
+        TrainConfig.from_dict({"n_maskz": 1})
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("unknown training option(s) n_maskz; valid: ")
+    assert all(name in message for name in ("steps", "arch", "model_options", "n_masks", "init_steps", "objective"))
+    with pytest.raises(XaibenchError, match="unknown training option\\(s\\) widht"):
+        TrainConfig.from_dict({"model": {"widht": 3}})
+    with pytest.raises(XaibenchError, match="unknown objective 'sgd'; valid: ce, ofa"):
+        TrainConfig.from_dict({"objective": "sgd"})
+
+
+def test_objective_comes_from_the_model_or_the_config():
+    assert (default_objective("ofa"), default_objective("segm"), default_objective("vit")) == ("ofa", "ce", "ce")
+    base = tiny_config()
+    assert checkpoint_key(DATA, "segm", base.replace(objective="ce"), 0) == checkpoint_key(DATA, "segm", base, 0)
+    as_ofa = base.replace(objective="ofa")
+    assert checkpoint_key(DATA, "segm", as_ofa, 0) != checkpoint_key(DATA, "segm", base, 0)
+    # under the ofa objective the OFA options are part of the key
+    assert checkpoint_key(DATA, "segm", as_ofa, 0) != checkpoint_key(DATA, "segm", as_ofa.replace(n_masks=3), 0)
+
+
+def test_checkpoint_keys_of_the_built_in_models_are_those_of_existing_caches():
+    # computed by the trainer before objectives existed: a change here orphans every cached checkpoint
+    expected = {"resnet18": ("1cb0ad2ed2af5d0c", "b3328f9d52e7f081"), "resnet50": ("ed5ec4a9abebc81c", "43c67de3ecf3b0c6"),
+                "vit": ("e927cb28d279f3bd", "4d049e2b8d938b00"), "segm": ("a2e1946ce2072ca3", "c761093febfc4e39"),
+                "ofa": ("e7dd760bc1f5fa8e", "13ebf71a00cc5bb0")}
+    results = TrainConfig.from_dict({"n_masks": 8})  # results/config.toml
+    for model, (default_key, results_key) in expected.items():
+        assert checkpoint_key(DataSpec("synthetic", 28), model, TrainConfig(), 0) == default_key, model
+        assert checkpoint_key(DataSpec("breastmnist", 28, "/x"), model, results, 0) == results_key, model
+
+
+def test_model_options_reach_the_factories_that_take_them():
+    train = DATA.load("train")
+    config = tiny_config(fill="blur", arch="small", logit_scale_init=3.0, patch_size=8)
+    vit, resnet, ofa = (model_kwargs(name, train, config) for name in ("vit", "resnet18", "ofa"))
+    assert vit["arch"] == "small" and "fill" not in vit and "logit_scale_init" not in vit
+    assert resnet["fill"] == "blur" and "arch" not in resnet and "logit_scale_init" not in resnet
+    assert ofa["logit_scale_init"] == 3.0 and ofa["arch"] == "small" and "fill" not in ofa
+    assert vit["patch_size"] == resnet["patch_size"] == ofa["patch_size"] == 8
+    assert ofa["depth"] == 1  # model_options pass to every model as they are
+    # data-derived options: a model that takes a fill_value gets the training images' channel mean
+    resnet_model = build_model("resnet18", model_kwargs("resnet18", train, tiny_config(model_options={})), 0, train)
+    assert torch.equal(resnet_model.fill_value, train.channel_mean())
+
+
 RESUME_SCRIPT = """
-import sys, torch
+import logging, sys, torch
 from xaibench.training import DataSpec, TrainConfig, train_model
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
 data = DataSpec("synthetic", 16, None, {"n_samples": 96, "seed": 5})
-config = TrainConfig(steps=400, batch_size=8, eval_every=20, warmup_steps=2, n_masks=2, init=None,
-                     model_options={"depth": 1, "embed_dim": 32, "num_heads": 2})
-trained = train_model("ofa", data, config, seed=1, cache=sys.argv[1], progress=False, log=lambda s: print(s, flush=True))
+config = TrainConfig.from_dict(dict(steps=400, batch_size=8, eval_every=20, warmup_steps=2, n_masks=2, init=None,
+                                    model_options={"depth": 1, "embed_dim": 32, "num_heads": 2}))
+trained = train_model("ofa", data, config, seed=1, cache=sys.argv[1], progress=False)
 torch.save(trained.model.state_dict(), sys.argv[2])
 """
 
@@ -155,7 +260,7 @@ def test_cli_train_bad_input_exits_2(tmp_path, capsys):
 @pytest.mark.cuda
 def test_training_on_cuda_with_bf16_autocast(tmp_path):
     trained = train_model("ofa", DATA, tiny_config(init="segm", init_steps=6), seed=0, device="cuda", cache=tmp_path,
-                          progress=False, log=lambda s: None)
+                          progress=False)
     assert trained.record["device"] == "cuda"
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trained.record["history"])
     assert next(trained.model.parameters()).device.type == "cuda"

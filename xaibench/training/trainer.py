@@ -1,16 +1,20 @@
-"""Where data becomes a trained model: one trainer for OFA, Segm, ViT and the ResNets.
+"""Where data becomes a trained model: one trainer for every registered model, driven by an objective.
 
-Checkpoints are keyed by a hash of (dataset, size, model, training config, seed) and written
-atomically under the cache folder; asking for the same training twice loads the checkpoint,
-and an interrupted training resumes from its last partial checkpoint.
+The trainer knows no model by name: the model's options pass to its factory (those it takes), the
+objective (`ce`, `ofa`, ... see objectives.py) owns the loss and any warm start. Checkpoints are keyed by
+a hash of (dataset, size, model, training config, seed) and written atomically under the cache folder;
+asking for the same training twice loads the checkpoint, and an interrupted training resumes from its
+last partial checkpoint.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
+import inspect
+import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,75 +25,20 @@ from xaibench.data import ImageDataset, create_dataset
 from xaibench.data.base import to_float
 from xaibench.errors import XaibenchError
 from xaibench.io import atomic_torch_save, cache_dir, stable_hash
-from xaibench.models import MaskedClassifier, OccludedResNet, create_model
-from xaibench.models.ofa import OFANet
+from xaibench.models import MaskedClassifier, create_model
+from xaibench.registry import MODELS
+from xaibench.training.config import TrainConfig
 from xaibench.training.evaluation import autocast_for, classification_scores, predict_proba
-from xaibench.training.masks import MASK_SIZES
-from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, classification_loss, ofa_loss
+from xaibench.training.objectives import OBJECTIVES, Objective, default_objective
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-# Per-model revision, part of the key: raise it when a change to a model's code changes what its training
-# produces, so that only that model's checkpoints are retrained. ofa 2: phi centred over the classes, which
-# the informed masks are drawn from.
-MODEL_REVISIONS = {"ofa": 2}
+# A model's revision (`factory.revision` on its registered factory) is part of the key: raise it when a change
+# to the model's code changes what its training produces, so that only that model's checkpoints are retrained.
 
-
-@dataclass
-class TrainConfig:
-    """Training options. Paper (ViT-B, DINOv2 init): lr 1e-5, weight decay 1e-5, batch 64, ~10k steps,
-    at most 100 epochs, M = 32 masks. The defaults are the CPU recipe chosen by measurement on the
-    synthetic set (docs/training.md): 300 Segm steps, then 500 OFA steps with l3 weighted 5, uniform
-    subset sizes and paired masks, logit scale 10. The baselines train for `steps` (500) as well."""
-
-    steps: int = 500
-    batch_size: int = 32
-    lr: float = 5e-4
-    decoder_lr: float | None = None  # OFA/Segm decoder; None = lr
-    weight_decay: float = 0.05
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    max_epochs: int = 100
-    n_masks: int = 4  # M, informed masks per image for l3
-    uniform_share: float = 0.25
-    mask_sizes: str = "uniform"  # subset sizes of the informed masks: "uniform" or "shapley" (the kernel)
-    paired: bool = True  # every second informed mask is the complement of the one before
-    detach: str = "masked"  # which side of l3 is the (detached) target
-    kl_order: str = "paper"  # "paper": KL(u_x(S) || u_{x_S}(S)) as Eq. 7; "swapped": the reverse
-    loss_weights: tuple[float, float, float] = (1.0, 1.0, 5.0)  # l1, l2, l3
-    init: str | None = "segm"  # OFA warm start: "segm" (l1-only training first), a checkpoint path, or None
-    init_steps: int | None = 300  # steps of that l1-only warm start (None = steps)
-    arch: str = "tiny"
-    patch_size: int | None = None
-    logit_scale_init: float = 10.0
-    pretrained: str | None = None
-    fill: str = "mean"
-    model_options: dict[str, Any] = field(default_factory=dict)  # e.g. depth, embed_dim for the ViT encoder
-    eval_every: int = 100
-
-    def __post_init__(self):
-        if self.detach not in DETACH_CHOICES:
-            raise XaibenchError(f"unknown detach {self.detach!r}; valid: {', '.join(DETACH_CHOICES)}")
-        if self.mask_sizes not in MASK_SIZES:
-            raise XaibenchError(f"unknown mask_sizes {self.mask_sizes!r}; valid: {', '.join(MASK_SIZES)}")
-        if self.kl_order not in KL_ORDERS:
-            raise XaibenchError(f"unknown kl_order {self.kl_order!r}; valid: {', '.join(KL_ORDERS)}")
-        for name in ("steps", "batch_size", "eval_every", "max_epochs"):
-            if getattr(self, name) < 1:
-                raise XaibenchError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_masks < 1:
-            raise XaibenchError(f"n_masks must be >= 1, got {self.n_masks}")
-        self.loss_weights = tuple(self.loss_weights)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise XaibenchError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**values)
-
-    def replace(self, **changes) -> "TrainConfig":
-        return TrainConfig.from_dict({**asdict(self), **changes})
+# Model options taken from the training images, offered to a factory that names them.
+DATA_OPTIONS = {"fill_value": lambda train: train.channel_mean()}
 
 
 @dataclass
@@ -115,38 +64,84 @@ class TrainedModel:
     path: Path
 
 
+def resolve_objective(model_name: str, config: TrainConfig) -> Objective:
+    """The config's objective, else the one the model declares, with its options from the config."""
+    name = config.objective or default_objective(model_name)
+    return OBJECTIVES.get(name)(config.options_of(name))
+
+
 def checkpoint_key(data: DataSpec, model_name: str, config: TrainConfig, seed: int) -> str:
-    config_dict = asdict(config)
-    if model_name != "ofa":  # warm-start and mask options only matter for OFA
-        for name in ("n_masks", "uniform_share", "mask_sizes", "paired", "detach", "kl_order", "loss_weights", "init",
-                     "init_steps"):
-            config_dict.pop(name)
-    init = config_dict.get("init")
-    if init and init != "segm" and Path(init).expanduser().is_file():  # a file's contents, not its name
-        config_dict["init"] = hashlib.sha256(Path(init).expanduser().read_bytes()).hexdigest()
+    """Hash of what the training reads: the common and model options and only its own objective's options
+    (a baseline's key ignores OFA's); the objective's name only when it is not the model's default."""
+    objective = resolve_objective(model_name, config)
+    config_dict = {**config.common(), **asdict(config.model), **objective.key_options()}
+    del config_dict["objective"]
+    if objective.name != default_objective(model_name):
+        config_dict["objective"] = objective.name
     key = {"v": CHECKPOINT_VERSION, "data": data.key(), "model": model_name, "config": config_dict, "seed": seed}
-    if model_name in MODEL_REVISIONS:
-        key["revision"] = MODEL_REVISIONS[model_name]
+    revision = getattr(MODELS.get(model_name), "revision", None)
+    if revision is not None:
+        key["revision"] = revision
     return stable_hash(key)
 
 
 def checkpoint_path(data: DataSpec, model_name: str, config: TrainConfig, seed: int, cache: Path | None = None) -> Path:
     """The final checkpoint file train_model writes or loads for these inputs (pure: nothing is trained)."""
-    key = checkpoint_key(data, model_name, config, seed)
+    return _checkpoint_file(data, model_name, checkpoint_key(data, model_name, config, seed), cache)
+
+
+def _checkpoint_file(data: DataSpec, model_name: str, key: str, cache: Path | None) -> Path:
     return Path(cache or cache_dir()) / "checkpoints" / f"{model_name}-{data.name}-{data.size}-{key}.pt"
 
 
+def accepted_parameters(factory) -> set[str]:
+    """Names a model factory takes: its own parameters and, when it passes **kwargs on, those of the class
+    its return annotation names (`def vit(..., **kwargs) -> ViTClassifier`)."""
+    parameters = inspect.signature(factory).parameters.values()
+    names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        try:
+            built = typing.get_type_hints(factory).get("return")
+        except Exception:  # an annotation that does not resolve names nothing
+            built = None
+        if inspect.isclass(built) and built.__init__ is not object.__init__:
+            names |= accepted_parameters(built.__init__) - {"self"}
+    return names
+
+
 def model_kwargs(model_name: str, train: ImageDataset, config: TrainConfig) -> dict[str, Any]:
+    """The factory's arguments: the data's shape, the named model options it takes, then model_options."""
+    accepted = accepted_parameters(MODELS.get(model_name))
     kwargs: dict[str, Any] = dict(num_classes=train.info.n_classes, in_chans=train.info.in_chans,
-                                  img_size=train.info.size, patch_size=config.patch_size, pretrained=config.pretrained)
-    if model_name in ("ofa", "segm"):
-        kwargs.update(arch=config.arch, logit_scale_init=config.logit_scale_init)
-    elif model_name == "vit":
-        kwargs.update(arch=config.arch)
-    else:
-        kwargs.update(fill=config.fill)
-    kwargs.update(config.model_options)
+                                  img_size=train.info.size)
+    named = asdict(config.model)
+    extra = named.pop("model_options")
+    kwargs.update({name: value for name, value in named.items() if name in accepted})
+    kwargs.update(extra)
     return kwargs
+
+
+def build_model(model_name: str, kwargs: dict[str, Any], seed: int, train: ImageDataset | None = None):
+    """The model, its weights drawn from `seed`; data options (DATA_OPTIONS) from `train` where it takes them."""
+    accepted = accepted_parameters(MODELS.get(model_name))
+    data_kwargs = {name: make(train) for name, make in DATA_OPTIONS.items()
+                   if train is not None and name in accepted and name not in kwargs}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(model_name, **kwargs, **data_kwargs)
+
+
+def load_trained(path: Path, device: torch.device | str = "cpu") -> TrainedModel:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise XaibenchError(f"cannot read checkpoint {path}: {error}") from None
+    kwargs = dict(saved["model_kwargs"])
+    if "pretrained" in kwargs:  # the weights are in the checkpoint: never fetch them again
+        kwargs["pretrained"] = None
+    model = create_model(saved["model_name"], **kwargs)
+    model.load_state_dict(saved["state_dict"])
+    return TrainedModel(model.to(device).eval(), saved["record"], Path(path))
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -160,10 +155,13 @@ def _lr_lambda(warmup: int, total: int):
 
 
 def _param_groups(model: MaskedClassifier, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on norms, biases and tokens; parameters outside a model's `encoder` (a decoder,
+    a head) take decoder_lr."""
     decoder_lr = config.decoder_lr if config.decoder_lr is not None else config.lr
+    has_encoder = isinstance(getattr(model, "encoder", None), torch.nn.Module)
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        is_decoder = isinstance(model, OFANet) and not name.startswith("encoder.")
+        is_decoder = has_encoder and not name.startswith("encoder.")
         decay = param.ndim >= 2 and "token" not in name and "pos_embed" not in name and "class_embed" not in name
         groups.setdefault((is_decoder, decay), []).append(param)
     return [{"params": params, "lr": decoder_lr if is_decoder else config.lr,
@@ -171,158 +169,178 @@ def _param_groups(model: MaskedClassifier, config: TrainConfig) -> list[dict[str
             for (is_decoder, decay), params in sorted(groups.items())]
 
 
-def build_model(model_name: str, kwargs: dict[str, Any], seed: int) -> MaskedClassifier:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return create_model(model_name, **kwargs)
+@dataclass
+class _Run:
+    """One training in progress: the model, its optimiser and schedule, both generators and the state."""
+
+    label: str
+    model: MaskedClassifier
+    objective: Objective
+    config: TrainConfig
+    device: torch.device
+    steps_per_epoch: int
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    order_generator: torch.Generator
+    mask_generator: torch.Generator
+    init_record: dict[str, Any] | None
+    state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "epoch_order": None, "best": None,
+                                                           "history": [], "seconds": 0.0})
 
 
-def load_trained(path: Path, device: torch.device | str = "cpu") -> TrainedModel:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise XaibenchError(f"cannot read checkpoint {path}: {error}") from None
-    kwargs = dict(saved["model_kwargs"], pretrained=None)
-    model = create_model(saved["model_name"], **kwargs)
-    model.load_state_dict(saved["state_dict"])
-    return TrainedModel(model.to(device).eval(), saved["record"], Path(path))
-
-
-def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = None, seed: int = 0,
-                device: torch.device | str = "cpu", cache: Path | None = None, progress: bool = True,
-                log=print) -> TrainedModel:
-    """Train (or load from the cache) `model_name` on `data`; model selection on the validation split."""
-    config = config or TrainConfig()
-    device = torch.device(device)
-    folder = Path(cache or cache_dir()) / "checkpoints"
-    key = checkpoint_key(data, model_name, config, seed)
-    final_path = folder / f"{model_name}-{data.name}-{data.size}-{key}.pt"
-    if final_path.exists():
-        return load_trained(final_path, device)
-    partial_path = final_path.with_suffix(".partial.pt")
-
-    train, val = data.load("train"), data.load("val")
-    if len(train) == 0 or len(val) == 0:
-        raise XaibenchError(f"{data.name}: the train and val splits must not be empty "
-                            f"(train {len(train)}, val {len(val)})")
-    kwargs = model_kwargs(model_name, train, config)
-    model = build_model(model_name, kwargs, seed)
-    if isinstance(model, OccludedResNet):
-        model.fill_value.copy_(train.channel_mean())
-    init_record = None
-    if model_name == "ofa" and config.init and not partial_path.exists():
-        init_record = _warm_start(model, data, config, seed, device, cache, progress, log)
-    model.to(device)
-
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+def _start_run(label: str, model, objective: Objective, config: TrainConfig, n_train: int, seed: int,
+               device: torch.device, init_record) -> _Run:
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = min(config.steps, config.max_epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(min(config.warmup_steps, total_steps),
                                                                        total_steps))
     order_generator = torch.Generator().manual_seed(seed)
     mask_generator = torch.Generator(device=device).manual_seed(seed + 1)
-    state: dict[str, Any] = {"step": 0, "epoch_order": None, "best": None, "history": [], "seconds": 0.0}
-    if partial_path.exists():
-        saved = torch.load(partial_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        order_generator.set_state(saved["order_generator"])
-        mask_generator.set_state(saved["mask_generator"])
-        state = saved["state"]
-        init_record = saved.get("init_record")
-        log(f"resuming {model_name} on {data.name} from step {state['step']} ({partial_path.name})")
+    return _Run(label, model, objective, config, device, steps_per_epoch, total_steps, optimizer, scheduler,
+                order_generator, mask_generator, init_record)
 
-    images = train.images.to(device)
-    labels = train.labels.to(device)
-    is_ofa = model_name == "ofa"
-    model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {model_name}/{data.name}",
-               disable=not progress, dynamic_ncols=True, leave=False)
-    running: dict[str, float] = {}
+
+def _save_partial(run: _Run, path: Path) -> None:
+    atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                       "scheduler": run.scheduler.state_dict(), "order_generator": run.order_generator.get_state(),
+                       "mask_generator": run.mask_generator.get_state(), "state": run.state,
+                       "init_record": run.init_record}, path)
+
+
+def _resume(run: _Run, path: Path) -> None:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.order_generator.set_state(saved["order_generator"])
+    run.mask_generator.set_state(saved["mask_generator"])
+    run.state = saved["state"]
+    run.init_record = saved.get("init_record")
+
+
+def _step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
+    """One optimiser step on the next batch of the epoch's order; returns the losses and the batch size."""
+    state, config = run.state, run.config
+    step = state["step"]
+    position = step % run.steps_per_epoch
+    if position == 0 or state["epoch_order"] is None:
+        state["epoch_order"] = torch.randperm(len(images), generator=run.order_generator)
+    index = state["epoch_order"][position * config.batch_size:(position + 1) * config.batch_size].to(run.device)
+    x, y = to_float(images[index]), labels[index]
+    with autocast_for(run.device):
+        losses = run.objective.loss(run.model, x, y, run.mask_generator)
+    run.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    state["step"] = step + 1
+    return losses, x.shape[0]
+
+
+def _evaluate(run: _Run, val: ImageDataset, running: dict[str, Any], elapsed: float, n_images: int) -> None:
+    """Validation scores into the history and the log; the best-accuracy weights kept (later wins ties)."""
+    state, every = run.state, run.config.eval_every
+    scores = classification_scores(predict_proba(run.model, val, run.device), val)
+    run.model.train()
+    count = every if state["step"] % every == 0 else state["step"] % every
+    entry = {"step": state["step"], "epoch": state["step"] / run.steps_per_epoch,
+             **{name: float(value) / count for name, value in running.items()},
+             "val_acc": scores["acc"], "val_auc": scores["auc"], "images_per_s": n_images / max(elapsed, 1e-9)}
+    state["history"].append(entry)
+    state["seconds"] += elapsed
+    logger.info("%s step %d epoch %.1f: %s val_acc %.4f val_auc %.4f (%.0f img/s)", run.label, entry["step"],
+                entry["epoch"], " ".join(f"{name} {entry[name]:.4f}" for name in running), scores["acc"],
+                scores["auc"], entry["images_per_s"])
+    if state["best"] is None or scores["acc"] >= state["best"]["val_acc"]:
+        state["best"] = {"val_acc": scores["acc"], "val_auc": scores["auc"], "step": state["step"],
+                         "state_dict": copy.deepcopy({k: v.detach().cpu() for k, v in run.model.state_dict().items()})}
+
+
+def _loop(run: _Run, train: ImageDataset, val: ImageDataset, partial_path: Path, progress: bool) -> None:
+    """Steps until total_steps: validation every eval_every steps and at the end, a partial checkpoint after
+    each validation but the last."""
+    images, labels = train.images.to(run.device), train.labels.to(run.device)
+    per_example = run.objective.images_per_example()
+    run.model.train()
+    bar = tqdm(total=run.total_steps, initial=run.state["step"], desc=f"train {run.label}", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    running: dict[str, Any] = {}
     window_start, window_images = time.perf_counter(), 0
-    while state["step"] < total_steps:
-        step = state["step"]
-        position = step % steps_per_epoch
-        if position == 0 or state["epoch_order"] is None:
-            state["epoch_order"] = torch.randperm(len(train), generator=order_generator)
-        index = state["epoch_order"][position * config.batch_size:(position + 1) * config.batch_size].to(device)
-        x, y = to_float(images[index]), labels[index]
-        with autocast_for(device):
-            if is_ofa:
-                losses = ofa_loss(model, x, y, n_masks=config.n_masks, generator=mask_generator,
-                                  uniform_share=config.uniform_share, detach=config.detach,
-                                  kl_order=config.kl_order, mask_sizes=config.mask_sizes, paired=config.paired,
-                                  weights=config.loss_weights)
-            else:
-                losses = classification_loss(model, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        state["step"] = step + 1
+    while run.state["step"] < run.total_steps:
+        losses, batch = _step(run, images, labels)
+        step = run.state["step"]
         for name, value in losses.items():
             running[name] = running.get(name, 0.0) + value.detach()  # stays on the device until the log
-        window_images += x.shape[0] * ((1 + config.n_masks + 1) if is_ofa else 1)
+        window_images += batch * per_example
         bar.update(1)
-        if state["step"] % 10 == 0:
+        if step % 10 == 0:
             elapsed = time.perf_counter() - window_start
             bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}", img_s=f"{window_images / max(elapsed, 1e-9):.0f}")
-        if state["step"] % config.eval_every == 0 or state["step"] == total_steps:
-            elapsed = time.perf_counter() - window_start
-            scores = classification_scores(predict_proba(model, val, device), val)
-            model.train()
-            count = config.eval_every if state["step"] % config.eval_every == 0 else state["step"] % config.eval_every
-            entry = {"step": state["step"], "epoch": state["step"] / steps_per_epoch,
-                     **{name: float(value) / count for name, value in running.items()},
-                     "val_acc": scores["acc"], "val_auc": scores["auc"],
-                     "images_per_s": window_images / max(elapsed, 1e-9)}
-            state["history"].append(entry)
-            state["seconds"] += elapsed
-            log(f"{model_name}/{data.name} step {entry['step']} epoch {entry['epoch']:.1f}: " +
-                " ".join(f"{name} {entry[name]:.4f}" for name in running) +
-                f" val_acc {scores['acc']:.4f} val_auc {scores['auc']:.4f} ({entry['images_per_s']:.0f} img/s)")
-            if state["best"] is None or scores["acc"] >= state["best"]["val_acc"]:
-                state["best"] = {"val_acc": scores["acc"], "val_auc": scores["auc"], "step": state["step"],
-                                 "state_dict": copy.deepcopy({k: v.detach().cpu() for k, v in
-                                                              model.state_dict().items()})}
+        if step % run.config.eval_every == 0 or step == run.total_steps:
+            _evaluate(run, val, running, time.perf_counter() - window_start, window_images)
             running = {}
             window_start, window_images = time.perf_counter(), 0
-            if state["step"] < total_steps:
-                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "order_generator": order_generator.get_state(),
-                                   "mask_generator": mask_generator.get_state(), "state": state,
-                                   "init_record": init_record}, partial_path)
+            if step < run.total_steps:
+                _save_partial(run, partial_path)
     bar.close()
 
-    best = state["best"]
-    model.load_state_dict(best["state_dict"])
-    record = {"model_name": model_name, "data": data.key(), "config": asdict(config), "seed": seed, "key": key,
+
+def _load_splits(data: DataSpec) -> tuple[ImageDataset, ImageDataset]:
+    train, val = data.load("train"), data.load("val")
+    if len(train) == 0 or len(val) == 0:
+        raise XaibenchError(f"{data.name}: the train and val splits must not be empty "
+                            f"(train {len(train)}, val {len(val)})")
+    return train, val
+
+
+def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = None, seed: int = 0,
+                device: torch.device | str = "cpu", cache: Path | None = None, progress: bool = True,
+                log=None) -> TrainedModel:
+    """Train (or load from the cache) `model_name` on `data` with its objective; model selection on the
+    validation split. Progress lines go to this module's logger (`log` is deprecated and ignored)."""
+    config = config or TrainConfig()
+    device = torch.device(device)
+    key = checkpoint_key(data, model_name, config, seed)
+    final_path = _checkpoint_file(data, model_name, key, cache)
+    if final_path.exists():
+        return load_trained(final_path, device)
+    partial_path = final_path.with_suffix(".partial.pt")
+    objective = resolve_objective(model_name, config)
+    train, val = _load_splits(data)
+    kwargs = model_kwargs(model_name, train, config)
+    model = build_model(model_name, kwargs, seed, train)
+    init_record = None
+    if not partial_path.exists():
+        init_record = objective.warm_start(
+            model, config, lambda name, warm_config: train_model(name, data, warm_config, seed, device, cache,
+                                                                 progress))
+    model.to(device)
+    run = _start_run(f"{model_name}/{data.name}", model, objective, config, len(train), seed, device, init_record)
+    if partial_path.exists():
+        _resume(run, partial_path)
+        logger.info("resuming %s on %s from step %d (%s)", model_name, data.name, run.state["step"],
+                    partial_path.name)
+    _loop(run, train, val, partial_path, progress)
+    return _finish(run, model_name, data, seed, key, kwargs, final_path, partial_path)
+
+
+def _finish(run: _Run, model_name: str, data: DataSpec, seed: int, key: str, kwargs: dict[str, Any],
+            final_path: Path, partial_path: Path) -> TrainedModel:
+    """Best weights into the model and the final checkpoint; the partial one removed."""
+    best, state = run.state["best"], run.state
+    run.model.load_state_dict(best["state_dict"])
+    record = {"model_name": model_name, "data": data.key(), "config": asdict(run.config),
+              "objective": run.objective.name, "seed": seed, "key": key,
               "best_step": best["step"], "val_acc": best["val_acc"], "val_auc": best["val_auc"],
-              "history": state["history"], "train_seconds": state["seconds"], "device": str(device),
-              "init": init_record}
-    atomic_torch_save({"model_name": model_name, "model_kwargs": {**kwargs, "pretrained": None},
+              "history": state["history"], "train_seconds": state["seconds"], "device": str(run.device),
+              "init": run.init_record}
+    saved_kwargs = {**kwargs, "pretrained": None} if "pretrained" in kwargs else dict(kwargs)
+    atomic_torch_save({"model_name": model_name, "model_kwargs": saved_kwargs,
                        "state_dict": best["state_dict"], "record": record}, final_path)
     partial_path.unlink(missing_ok=True)
-    model.eval()
-    return TrainedModel(model, record, final_path)
-
-
-def _warm_start(model: OFANet, data: DataSpec, config: TrainConfig, seed: int, device, cache, progress, log):
-    """OFA starts from the same network trained with l1 alone (the in-tree DINOv2 analogue), or a file."""
-    if config.init == "segm":
-        segm_config = config.replace(steps=config.init_steps or config.steps)
-        warm = train_model("segm", data, segm_config, seed, device, cache, progress, log)
-        model.load_state_dict(warm.model.state_dict())
-        return {"from": "segm", "path": str(warm.path), "val_acc": warm.record["val_acc"]}
-    path = Path(config.init).expanduser()
-    if not path.exists():
-        raise XaibenchError(f"OFA init {config.init!r} is neither 'segm' nor an existing checkpoint file")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    state_dict = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if len(missing) > len(state_dict):
-        raise XaibenchError(f"checkpoint {path} does not fit the OFA network ({len(missing)} tensors missing)")
-    return {"from": str(path)}
+    run.model.eval()
+    return TrainedModel(run.model, record, final_path)
