@@ -135,3 +135,60 @@ def test_synthetic_class_is_not_in_global_statistics():
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(features(train_x), train_y)
     accuracy = clf.score(features(test_x), test_y)
     assert accuracy < 1 / 3 + 0.12, accuracy
+
+
+def test_medmnist_classes_and_the_streaming_reader_give_the_files_arrays(monkeypatch):
+    import xaibench.data.medmnist_sets as sets
+
+    path = VENDORED_DATA / "breastmnist.npz"
+    monkeypatch.setattr(sets, "CHUNK_BYTES", 28 * 28 * 50)  # many chunks, the last one partial
+    with np.load(path) as raw:
+        for split in ("train", "val", "test"):
+            expected = torch.from_numpy(raw[f"{split}_images"])[:, None]
+            by_medmnist, labels = sets._read_split_medmnist("breastmnist", split, 28, VENDORED_DATA)
+            streamed, streamed_labels = sets.read_split_streaming(path, split)
+            assert torch.equal(by_medmnist, expected) and torch.equal(streamed, expected)
+            assert np.array_equal(labels, raw[f"{split}_labels"]) and np.array_equal(streamed_labels, labels)
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_224_px_files_are_streamed_channels_first(tmp_path, monkeypatch, compressed):
+    import xaibench.data.medmnist_sets as sets
+
+    rng = np.random.default_rng(5)
+    arrays = {f"{split}_images": rng.integers(0, 256, size=(count, 224, 224, 3), dtype=np.uint8)
+              for split, count in (("train", 3), ("val", 2), ("test", 7))}
+    arrays.update({f"{split}_labels": rng.integers(0, 5, size=(len(arrays[f"{split}_images"]), 1))
+                   for split in ("train", "val", "test")})
+    (np.savez_compressed if compressed else np.savez)(tmp_path / "retinamnist_224.npz", **arrays)
+    monkeypatch.setattr(sets, "verify_md5", lambda path, expected: None)  # our file, not the release's MD5
+    monkeypatch.setattr(sets, "CHUNK_BYTES", 224 * 224 * 3 * 2)
+
+    def not_medmnist(*args):
+        raise AssertionError("a 224 px split went through medmnist's class")
+
+    monkeypatch.setattr(sets, "_read_split_medmnist", not_medmnist)
+    test = create_dataset("retinamnist", "test", size=224, root=tmp_path)
+    assert test.images.shape == (7, 3, 224, 224) and test.images.is_contiguous()
+    assert torch.equal(test.images, torch.from_numpy(arrays["test_images"]).permute(0, 3, 1, 2))
+    assert test.labels.tolist() == arrays["test_labels"][:, 0].tolist()
+
+
+def test_download_to_an_unreachable_host_fails_in_seconds_with_one_line(tmp_path, monkeypatch, capsys):
+    import time
+
+    import xaibench.data.medmnist_sets as sets
+
+    real_info = sets._info
+    monkeypatch.setattr(sets, "_info", lambda name: dict(real_info(name), url="https://127.0.0.1:9/breastmnist.npz"))
+    start = time.monotonic()
+    assert main(["download", "breastmnist", "--data-root", str(tmp_path)]) == 2  # the probe: port 443 is closed
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot reach 127.0.0.1" in err
+    # past the probe, medmnist's own download meets the closed port: one line, no partial file left
+    monkeypatch.setattr(sets, "_check_network", lambda url: None)
+    with pytest.raises(DataFileError) as caught:
+        sets.download("breastmnist", root=tmp_path)
+    message = str(caught.value)
+    assert message.startswith("download of https://127.0.0.1:9/breastmnist.npz failed: ") and "\n" not in message
+    assert not (tmp_path / "breastmnist.npz").exists() and time.monotonic() - start < 20

@@ -1,6 +1,8 @@
-"""The nine MedMNIST+ 2D sets of the paper, read from local npz files with their MD5 checked.
+"""The nine MedMNIST+ 2D sets of the paper, from local npz files with their MD5 checked.
 
-Download happens only when asked for, and fails fast when the network is closed.
+Files are downloaded by medmnist's own code, only when asked for, and the download fails fast when
+the network is closed (a reachability probe and a socket time-out around it). Splits are read by
+medmnist's dataset classes, except the 224 px files (`read_split_streaming` says why).
 """
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,6 +28,8 @@ PAPER_DATASETS = (
 )
 SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
+STREAMED_SIZES = (224,)  # read by `read_split_streaming`, not by medmnist's dataset class (see there why)
+CHUNK_BYTES = 64 << 20
 
 
 def _info(name: str) -> dict:
@@ -96,8 +101,22 @@ def _check_network(url: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def _medmnist_class(name: str):
+    import medmnist
+
+    return getattr(medmnist, _info(name)["python_class"])
+
+
+def _medmnist_download(name: str, size: int, folder: Path) -> None:
+    """medmnist's own download (its `MedMNIST.download`: the release URL, the MD5 check), without the
+    rest of its `__init__`, which would then read a whole split into memory."""
+    fetcher = _medmnist_class(name).__new__(_medmnist_class(name))
+    fetcher.info, fetcher.root, fetcher.size_flag = _info(name), str(folder), _size_key(size)
+    fetcher.download()
+
+
 def download(name: str, size: int = 28, root: str | os.PathLike | None = None, timeout: float = 30.0) -> Path:
-    """Fetch one release file into the data root (network permitting) and check its MD5."""
+    """Fetch one release file into the data root through medmnist (network permitting) and check its MD5."""
     _check_name_size(name, size)
     info = _info(name)
     folder = data_root(root)
@@ -108,15 +127,15 @@ def download(name: str, size: int = 28, root: str | os.PathLike | None = None, t
     url = info[f"url{_size_key(size)}"]
     _check_network(url)
     folder.mkdir(parents=True, exist_ok=True)
-    from torchvision.datasets.utils import download_url
-
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)  # a stalled transfer must not hang the run
     try:
-        download_url(url, root=str(folder), filename=path.name, md5=info[f"MD5{_size_key(size)}"])
+        _medmnist_download(name, size, folder)
     except Exception as error:
         path.unlink(missing_ok=True)
-        raise DataFileError(f"download of {url} failed: {error}") from None
+        cause = error.__cause__ or error.__context__ or error  # medmnist re-raises every failure as a long text
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise DataFileError(f"download of {url} failed: {reason}") from None
     finally:
         socket.setdefaulttimeout(previous)
     verify_md5(path, info[f"MD5{_size_key(size)}"])
@@ -150,13 +169,10 @@ def load_medmnist(name: str, split: str = "train", size: int = 28, root: str | o
             )
     verify_md5(path, info[f"MD5{_size_key(size)}"])
     try:
-        with np.load(path) as archive:
-            images = archive[f"{split}_images"]
-            labels = archive[f"{split}_labels"]
-    except (OSError, KeyError, ValueError) as error:
+        images_t, labels = (read_split_streaming(path, split) if size in STREAMED_SIZES
+                            else _read_split_medmnist(name, split, size, folder))
+    except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise DataFileError(f"{path}: not a readable MedMNIST npz ({error})") from None
-    images_t = torch.from_numpy(np.ascontiguousarray(images))
-    images_t = images_t[:, None] if images_t.ndim == 3 else images_t.permute(0, 3, 1, 2).contiguous()
     if as_rgb and images_t.shape[1] == 1:
         images_t = images_t.expand(-1, 3, -1, -1).contiguous()
     labels_t = torch.from_numpy(labels.reshape(len(labels), -1)[:, 0].astype(np.int64))
@@ -164,6 +180,53 @@ def load_medmnist(name: str, split: str = "train", size: int = 28, root: str | o
     dataset_info = DatasetInfo(name=name, task=info["task"], n_classes=len(class_names),
                                in_chans=images_t.shape[1], size=size, class_names=class_names)
     return ImageDataset(images_t, labels_t, dataset_info, split)
+
+
+def _read_split_medmnist(name: str, split: str, size: int, folder: Path) -> tuple[torch.Tensor, np.ndarray]:
+    """One split through medmnist's dataset class: images uint8 [N, C, H, W], labels as in the file."""
+    dataset = _medmnist_class(name)(split=split, root=str(folder), size=size)
+    images = torch.from_numpy(np.ascontiguousarray(dataset.imgs))
+    images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+    return images, dataset.labels
+
+
+def _read_exact(member, view: memoryview) -> None:
+    filled = 0
+    while filled < len(view):
+        got = member.readinto(view[filled:])
+        if not got:
+            raise ValueError("the images array ends early")
+        filled += got
+
+
+def read_split_streaming(path: Path, split: str) -> tuple[torch.Tensor, np.ndarray]:
+    """One split of a MedMNIST npz streamed from the archive into a channels-first uint8 tensor [N, C, H, W].
+
+    Why not medmnist's dataset class here: it holds the split as the file's channels-last numpy
+    array (`mmap_mode` has no effect on an .npz archive), and making that channels-first copies it,
+    so a 224 px split is in memory twice: about 27 GB for PathMNIST-224's train split (13.5 GB once).
+    Read in chunks of CHUNK_BYTES, the split is in memory once. The arrays are those np.load gives.
+    """
+    with zipfile.ZipFile(path) as archive:
+        with archive.open(f"{split}_labels.npy") as member:
+            labels = np.lib.format.read_array(member)
+        with archive.open(f"{split}_images.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(member)
+            if fortran_order or dtype != np.uint8 or len(shape) not in (3, 4):
+                raise ValueError(f"{split}_images is {dtype} {shape}, not a C-ordered uint8 [N, H, W(, C)] array")
+            n, h, w = shape[:3]
+            c = shape[3] if len(shape) == 4 else 1
+            images = torch.empty((n, c, h, w), dtype=torch.uint8)
+            rows = max(1, CHUNK_BYTES // (h * w * c))
+            chunk = np.empty((min(rows, n), h, w, c), dtype=np.uint8)
+            for start in range(0, n, rows):
+                count = min(rows, n - start)
+                _read_exact(member, memoryview(chunk[:count]).cast("B"))
+                images[start:start + count] = torch.from_numpy(chunk[:count]).permute(0, 3, 1, 2)
+    return images, labels
 
 
 def _make_factory(name: str):
