@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaibench import runner
+from xaibench.engine import plan as engine_plan
 from xaibench.cli import main
 from xaibench.errors import XaibenchError
 from xaibench.runner import RunOptions, run_config
@@ -71,7 +71,7 @@ def run_cli(config: Path, out: Path, cache: Path, *extra: str) -> int:
 
 
 def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, capsys, monkeypatch):
-    monkeypatch.setattr(runner, "BASELINE_MODELS", ["segm", "ofa"])  # Table 1 path without slow ResNets
+    monkeypatch.setattr(engine_plan, "BASELINE_MODELS", ["segm", "ofa"])  # Table 1 path without slow ResNets
     out = tmp_path / "out"
     assert run_cli(tiny_config, out, tmp_path / "cache", "--seeds", "0,1", "--train-baselines") == 0
     printed = capsys.readouterr().out
@@ -104,7 +104,9 @@ def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, ca
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["options"]["seeds"] == [0, 1] and manifest["options"]["n_test"] == 8
     assert manifest["train_config"]["synthetic"]["steps"] == 6 and manifest["device"] == "cpu"
-    assert manifest["n_units"] == 2 * (1 + 3 * 4) and manifest["failures"] == []
+    # per seed: train ofa, 3 explain, 3 x 4 score; Table 1: train segm and evaluate segm, ofa (ofa's training
+    # is the run's own, planned once)
+    assert manifest["n_units"] == 2 * (1 + 3 * 4) + 2 * (1 + 2) and manifest["failures"] == []
     assert "score synthetic/seed1/attn/localization" in manifest["units"]
     assert {"git_commit", "torch", "timm", "config", "timings_s"} <= set(manifest)
 

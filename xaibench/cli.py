@@ -41,8 +41,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     from xaibench.data import download, resolve_datasets
 
-    for name in resolve_datasets(args.datasets):
-        if name == "synthetic":
+    names = args.datasets or args.datasets_positional
+    if not names:
+        raise XaibenchError("no dataset named: give --datasets NAME[,NAME...] (or 'all' for the paper's nine)")
+    for name in resolve_datasets(names):
+        if name == "synthetic" or name.startswith("path:"):
             continue
         path = download(name, args.size, args.data_root)
         print(f"{name}: {path} (MD5 verified)")
@@ -56,24 +59,50 @@ def _comma_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _load_plugins(args: argparse.Namespace) -> None:
+    """First of all: plugins may add methods, metrics, datasets or models named by the other options."""
+    if getattr(args, "plugins", None):
+        from xaibench.plugins import load_plugins
+
+        load_plugins(args.plugins)
+
+
+def _report_failures(result) -> int:
+    if result.failures:
+        print(f"xaibench: {len(result.failures)} unit(s) failed:", file=sys.stderr)
+        for failure in result.failures:
+            print(f"  {failure['unit']}: {failure['error']}", file=sys.stderr)
+        if result.skipped:
+            print(f"  {len(result.skipped)} unit(s) that depend on them were skipped", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from xaibench.config import parse_overrides, read_config
     from xaibench.data import resolve_datasets
-    from xaibench.runner import resolve_device, run_table1
+    from xaibench.logs import setup_logging
+    from xaibench.runner import RunFailedError, resolve_device, run_table1
 
+    _load_plugins(args)
+    setup_logging(args.quiet)
     config = read_config(args.config)
-    models = MODELS.resolve(args.models)
-    datasets = resolve_datasets(args.datasets)
-    device = resolve_device(args.device)
+    models, datasets, device = MODELS.resolve(args.models), resolve_datasets(args.datasets), resolve_device(args.device)
     out = Path(args.out)
-    run_table1(models, datasets, size=args.size, root=args.data_root, seeds=args.seeds, out=out, device=device,
-               config=config, overrides=parse_overrides(args.set), cache=Path(args.cache) if args.cache else None,
-               progress=not args.quiet)
-    print(f"Table 1 written to {out}/table1.{{csv,tex,md}}")
-    print((out / "table1.md").read_text())
-    return 0
+    try:
+        result = run_table1(models, datasets, size=args.size, root=args.data_root, seeds=args.seeds, out=out,
+                            device=device, config=config, overrides=parse_overrides(args.set),
+                            cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
+                            keep_going=args.keep_going, dry_run=args.dry_run)
+    except RunFailedError as error:
+        print(f"xaibench: error: {error}", file=sys.stderr)
+        return error.exit_code
+    if not args.dry_run and (out / "table1.md").exists():
+        print(f"Table 1 written to {out}/table1.{{csv,tex,md}}")
+        print((out / "table1.md").read_text())
+    return _report_failures(result)
 
 
 def _steps(text: str) -> int | str:
@@ -85,53 +114,157 @@ def _steps(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer number of curve points or 'all', got {text!r}") from None
 
 
+def _run_flags(args: argparse.Namespace) -> dict:
+    if args.steps is not None:
+        print("xaibench: warning: --steps is deprecated (it collides with the training option 'steps'); "
+              "use --curve-points", file=sys.stderr)
+    curve_points = args.curve_points if args.curve_points is not None else args.steps
+    return {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "size": args.size,
+            "n_test": args.n_test, "steps": curve_points, "target": args.target, "model": args.model,
+            "checkpoint": args.checkpoint, "figures": False if args.no_figures else None}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
     from xaibench.config import parse_overrides, read_config
+    from xaibench.logs import setup_logging
     from xaibench.runner import RunFailedError, RunOptions, resolve_device, run_benchmark, run_config
 
     started = time.perf_counter()
-    if args.plugins:  # first: plugins may add methods, metrics, datasets or models named below
-        from xaibench.plugins import load_plugins
-
-        load_plugins(args.plugins)
-    flags = {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "size": args.size,
-             "n_test": args.n_test, "steps": args.steps, "target": args.target,
-             "figures": False if args.no_figures else None}
-    config, overrides = run_config(read_config(args.config), flags, parse_overrides(args.set))
+    _load_plugins(args)
+    setup_logging(args.quiet)
+    config, overrides = run_config(read_config(args.config), _run_flags(args), parse_overrides(args.set))
     options = RunOptions.from_dict(config["run"])
-    device = resolve_device(args.device)
-    out = Path(args.out)
-    if args.quiet:
-        def log(line: str) -> None:  # unit lines only; no progress bars, no training log
-            print(line, flush=True)
-    else:
-        from tqdm.auto import tqdm
-
-        def log(line: str) -> None:
-            tqdm.write(line, file=sys.stdout)
-            sys.stdout.flush()
+    device, out = resolve_device(args.device), Path(args.out)
     try:
         result = run_benchmark(options, config=config, overrides=overrides, root=args.data_root, out=out,
                                device=device, cache=Path(args.cache) if args.cache else None,
                                keep_going=args.keep_going, progress=not args.quiet,
-                               train_baselines=args.train_baselines, log=log, command=["xaibench", *sys.argv[1:]])
+                               train_baselines=args.train_baselines, command=["xaibench", *sys.argv[1:]],
+                               dry_run=args.dry_run, save_maps=args.save_attributions)
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
+    if args.dry_run:
+        return 0
     if (out / "table2.md").exists():
         print(f"\nTable 2 (SRG, R-SRG x100) in {out}/table2.{{csv,tex,md}}:")
         print((out / "table2.md").read_text())
     print(f"{result.n_units} units ({result.n_cached} cached), {time.perf_counter() - started:.0f} s; "
           f"results in {out}/ (manifest.json lists every file)")
-    if result.failures:
-        print(f"xaibench: {len(result.failures)} unit(s) failed:", file=sys.stderr)
-        for failure in result.failures:
-            print(f"  {failure['unit']}: {failure['error']}", file=sys.stderr)
-        return 1
-    return 0
+    return _report_failures(result)
+
+
+def _common(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options `run` and `train` share, with one meaning each."""
+    parser.add_argument("--data-root",
+                        help="folder of the MedMNIST npz files (default $XAIBENCH_DATA, else ~/.medmnist)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--plugins", action="append", metavar="PATH",
+                        help="a plugin .py file, or a folder of them, to load first (repeatable)")
+    parser.add_argument("--config", help=f"TOML or JSON file with {what} options")
+    parser.add_argument("--cache", help="cache folder for checkpoints and finished units "
+                                        "(default $XAIBENCH_CACHE, else ~/.cache/xaibench)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="on a failing unit, report it, skip what depends on it and finish the others "
+                             "(exit code 1 at the end)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (every unit, cached or to do) and exit; nothing is trained or written")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no training log")
+
+
+def _add_list(sub) -> None:
+    p_list = sub.add_parser("list", help="print the registered datasets, models, methods and metrics",
+                            description="Print what is registered, with each entry's one-line description.")
+    p_list.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="only this registry")
+    p_list.add_argument("--pattern", help="glob on names, e.g. 'captum.*'")
+    p_list.add_argument("--plugins", action="append", metavar="PATH",
+                        help="a plugin .py file, or a folder of them, to load first (repeatable)")
+    p_list.set_defaults(func=cmd_list)
+
+
+def _add_download(sub) -> None:
+    p_dl = sub.add_parser("download", help="fetch MedMNIST+ files into the data root (needs network)",
+                          description="Download MedMNIST+ release files through medmnist and verify their MD5. "
+                                      "Fails fast when the host cannot be reached.")
+    p_dl.add_argument("datasets_positional", nargs="?", metavar="DATASETS",
+                      help="deprecated spelling of --datasets")
+    p_dl.add_argument("--datasets", help="comma-separated names, or 'all' for the paper's nine")
+    p_dl.add_argument("--size", type=int, default=28, choices=[28, 64, 128, 224], help="image side (default 28)")
+    p_dl.add_argument("--data-root", help="folder of the npz files (default $XAIBENCH_DATA, else ~/.medmnist)")
+    p_dl.set_defaults(func=cmd_download)
+
+
+def _add_train(sub) -> None:
+    p_train = sub.add_parser(
+        "train", help="train classifiers and write Table 1 (test AUC/ACC)",
+        description="Train (or load from the checkpoint cache) each model on each dataset and seed, evaluate the "
+                    "test split with medmnist's Evaluator and write Table 1 as CSV, LaTeX and Markdown. Every "
+                    "training and evaluation is a cached unit: a killed run resumes.",
+        epilog="Training options come from --config FILE ([train] and [train.<model>] tables in TOML, or the same "
+               "keys in JSON), then --set key=value. Example: --set steps=300 --set n_masks=8. "
+               "Exit codes: 0 done, 1 a unit failed, 2 bad usage.")
+    p_train.add_argument("--models", default="resnet18,resnet50,vit,segm,ofa",
+                         help="comma-separated model names (default: all five of Table 1)")
+    p_train.add_argument("--datasets", default="synthetic", help="comma-separated names or 'all' (default synthetic)")
+    p_train.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    p_train.add_argument("--seeds", type=_comma_ints, default=[0], help="comma-separated seeds (default 0)")
+    p_train.add_argument("--out", default="xaibench-out/train", help="result folder (default xaibench-out/train)")
+    p_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one training option")
+    _common(p_train, "[train]")
+    p_train.set_defaults(func=cmd_train)
+
+
+RUN_DESCRIPTION = (
+    "For every dataset and seed: train (or load from the checkpoint cache) the OFA network, explain its first "
+    "--n-test test images with every method, score the explanations with SRG, R-SRG (and localization where the "
+    "dataset has ground truth), and write Table 2, side tables (localization, cost, Wilcoxon tests), "
+    "scores_long.csv, figures and manifest.json into --out. The run is planned first (--dry-run prints the plan); "
+    "every unit is cached, so a killed run resumes where it stopped.")
+RUN_EPILOG = (
+    "Defaults live in xaibench/defaults.py (DEFAULT_RUN). A --config FILE (TOML/JSON: [run], [train], "
+    "[train.<model>], [data.<name>], [model]) is laid over them key by key, then the flags, then --set: "
+    "'--set steps=300' sets a training option, '--set run.n_draws=4' a run option, "
+    "'--set data.synthetic.n_samples=500' a dataset option, '--set model.mean=[0.5]' an option of a "
+    "--checkpoint classifier. Exit codes: 0 done, 1 a unit failed, 2 bad usage (names, config, plugin).")
+
+
+def _add_run(sub) -> None:
+    p_run = sub.add_parser("run", help="the whole benchmark: train/load OFA, explain, score (SRG, R-SRG), write "
+                                       "Table 2 and figures", description=RUN_DESCRIPTION, epilog=RUN_EPILOG)
+    defaults = DEFAULT_RUN["run"]
+
+    def listed(key: str) -> str:
+        value = defaults[key]
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    p_run.add_argument("--methods", help=f"comma-separated explainer names or globs (default {listed('methods')})")
+    p_run.add_argument("--datasets", help=f"comma-separated names, 'all', or path:DIR (default {listed('datasets')})")
+    p_run.add_argument("--size", type=int, help=f"image side in pixels (default {listed('size')})")
+    p_run.add_argument("--seeds", type=_comma_ints, help=f"comma-separated seeds (default {listed('seeds')})")
+    p_run.add_argument("--n-test", type=int, help=f"explain and score the first N test images "
+                                                  f"(default {listed('n_test')})")
+    p_run.add_argument("--curve-points", type=_steps, help="points per SRG/R-SRG curve, k = 0..n evenly spaced, "
+                                                           f"or 'all' (default {listed('steps')})")
+    p_run.add_argument("--steps", type=_steps, help="deprecated alias of --curve-points (kept for one release)")
+    p_run.add_argument("--target", choices=["label", "predicted"],
+                       help=f"class explained and scored: label = ground truth (default {listed('target')})")
+    p_run.add_argument("--model", help=f"the network explained: a registered name, or torchvision:NAME / timm:NAME "
+                                       f"with --checkpoint (default {listed('model')})")
+    p_run.add_argument("--checkpoint", metavar="PATH", help="weights of --model: it is explained and scored as it "
+                                                            "is, without training (a state dict or safetensors)")
+    p_run.add_argument("--out", default="xaibench-out/run", help="result folder (default xaibench-out/run)")
+    p_run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one option (training by default; run.<key>, data.<name>.<key>, model.<key>)")
+    p_run.add_argument("--train-baselines", action="store_true",
+                       help="also train ResNet-18/50, ViT and Segm and write Table 1 (slow)")
+    p_run.add_argument("--save-attributions", action="store_true",
+                       help="write every explained image's patch map to --out/attributions/*.safetensors")
+    p_run.add_argument("--no-figures", action="store_true", help="skip the figures")
+    _common(p_run, "[run], [train] and [data.<name>]")
+    p_run.set_defaults(func=cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,89 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"xaibench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-
-    p_list = sub.add_parser("list", help="print the registered datasets, models, methods and metrics",
-                            description="Print what is registered, with each entry's one-line description.")
-    p_list.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="only this registry")
-    p_list.add_argument("--pattern", help="glob on names, e.g. 'captum.*'")
-    p_list.add_argument("--plugins", action="append", metavar="PATH",
-                        help="a plugin .py file, or a folder of them, to load first (repeatable)")
-    p_list.set_defaults(func=cmd_list)
-
-    p_dl = sub.add_parser("download", help="fetch MedMNIST+ files into the data root (needs network)",
-                          description="Download MedMNIST+ release files and verify their MD5. Fails fast when "
-                                      "the host cannot be reached.")
-    p_dl.add_argument("datasets", help="comma-separated names, or 'all' for the paper's nine")
-    p_dl.add_argument("--size", type=int, default=28, choices=[28, 64, 128, 224], help="image side (default 28)")
-    p_dl.add_argument("--data-root", help="folder of the npz files (default $XAIBENCH_DATA, else ~/.medmnist)")
-    p_dl.set_defaults(func=cmd_download)
-
-    p_train = sub.add_parser(
-        "train", help="train classifiers and write Table 1 (test AUC/ACC)",
-        description="Train (or load from the checkpoint cache) each model on each dataset and seed, evaluate the "
-                    "test split with medmnist's Evaluator and write Table 1 as CSV, LaTeX and Markdown.",
-        epilog="Training options (TrainConfig fields) come from --config FILE ([train] and [train.<model>] tables "
-               "in TOML, or the same keys in JSON), then --set key=value. Example: --set steps=300 --set n_masks=8")
-    p_train.add_argument("--models", default="resnet18,resnet50,vit,segm,ofa",
-                         help="comma-separated model names (default: all five of Table 1)")
-    p_train.add_argument("--datasets", default="synthetic", help="comma-separated names or 'all' (default synthetic)")
-    p_train.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
-    p_train.add_argument("--data-root", help="folder of the MedMNIST npz files (default $XAIBENCH_DATA, else ~/.medmnist)")
-    p_train.add_argument("--seeds", type=_comma_ints, default=[0], help="comma-separated seeds (default 0)")
-    p_train.add_argument("--out", default="xaibench-out/train", help="result folder (default xaibench-out/train)")
-    p_train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p_train.add_argument("--config", help="TOML or JSON file with [train] options")
-    p_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one training option")
-    p_train.add_argument("--cache", help="checkpoint cache folder (default $XAIBENCH_CACHE, else ~/.cache/xaibench)")
-    p_train.add_argument("--quiet", action="store_true", help="no progress bars")
-    p_train.set_defaults(func=cmd_train)
-
-    p_run = sub.add_parser(
-        "run", help="the whole benchmark: train/load OFA, explain, score (SRG, R-SRG), write Table 2 and figures",
-        description="For every dataset and seed: train (or load from the checkpoint cache) the OFA network, explain "
-                    "its first --n-test test images with every method, score the explanations with SRG, R-SRG "
-                    "(and localization where the dataset has ground truth), and write Table 2, side tables "
-                    "(localization, cost, Wilcoxon tests), scores_long.csv, figures and manifest.json into --out. "
-                    "Every unit is cached, so a killed run resumes where it stopped.",
-        epilog="Defaults live in xaibench/defaults.py (DEFAULT_RUN). A --config FILE (TOML/JSON: [run], [train], "
-               "[train.<model>], [data.<name>]) is laid over them key by key, then the flags, then --set: "
-               "'--set steps=300' sets a training option, '--set run.n_draws=4' a run option, "
-               "'--set data.synthetic.n_samples=500' a dataset option. "
-               "Exit codes: 0 done, 1 a unit failed, 2 bad usage (names, config, plugin).")
-    run_defaults = DEFAULT_RUN["run"]
-
-    def listed(key: str) -> str:
-        value = run_defaults[key]
-        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-    p_run.add_argument("--methods", help=f"comma-separated explainer names or globs (default {listed('methods')})")
-    p_run.add_argument("--datasets", help=f"comma-separated names or 'all' (default {listed('datasets')})")
-    p_run.add_argument("--size", type=int, help=f"image side in pixels (default {listed('size')})")
-    p_run.add_argument("--seeds", type=_comma_ints, help=f"comma-separated seeds (default {listed('seeds')})")
-    p_run.add_argument("--n-test", type=int,
-                       help=f"explain and score the first N test images (default {listed('n_test')})")
-    p_run.add_argument("--steps", type=_steps, help="points per SRG/R-SRG curve, k = 0..n evenly spaced, or "
-                                                    f"'all' (default {listed('steps')})")
-    p_run.add_argument("--target", choices=["label", "predicted"],
-                       help=f"class explained and scored: label = ground truth (default {listed('target')})")
-    p_run.add_argument("--data-root",
-                       help="folder of the MedMNIST npz files (default $XAIBENCH_DATA, else ~/.medmnist)")
-    p_run.add_argument("--out", default="xaibench-out/run", help="result folder (default xaibench-out/run)")
-    p_run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p_run.add_argument("--plugins", action="append", metavar="PATH",
-                       help="a plugin .py file, or a folder of them, to load first (repeatable)")
-    p_run.add_argument("--config", help="TOML or JSON file with [run], [train] and [data.<name>] options")
-    p_run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override one option (training by default; run.<key>, data.<name>.<key>)")
-    p_run.add_argument("--cache", help="cache folder for checkpoints and finished units "
-                                       "(default $XAIBENCH_CACHE, else ~/.cache/xaibench)")
-    p_run.add_argument("--keep-going", action="store_true",
-                       help="on a failing unit, report it and finish the others (exit code 1 at the end)")
-    p_run.add_argument("--train-baselines", action="store_true",
-                       help="also train ResNet-18/50, ViT and Segm and write Table 1 (slow)")
-    p_run.add_argument("--no-figures", action="store_true", help="skip the figures")
-    p_run.add_argument("--quiet", action="store_true", help="no progress bars and no training log")
-    p_run.set_defaults(func=cmd_run)
+    for add in (_add_list, _add_download, _add_train, _add_run):
+        add(sub)
     return parser
 
 

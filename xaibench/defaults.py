@@ -16,6 +16,7 @@ DEFAULT_RUN: dict[str, Any] = {
         "seeds": [0],
         "size": 28,  # image side; synthetic draws at any size, MedMNIST+ has 28/64/128/224
         "model": "ofa",  # the network every method explains and every metric queries (SPEC §4)
+        "checkpoint": None,  # weights of a classifier to explain as it is (e.g. model "torchvision:resnet18")
         "target": "label",  # explained and scored class: "label" (ground truth) or "predicted"
         "n_test": 64,  # the first n_test test images are explained and scored
         "batch_size": 64,  # images per explain/metric call

@@ -1,0 +1,99 @@
+"""execute(units, ctx, on_error) -> {key: Outcome}: run a plan's units in order, each loaded or computed.
+
+A unit whose dependency failed (or does not apply) is not attempted: it is reported as skipped (or n/a).
+With on_error="stop" the first failure raises RunFailedError (finished units stay cached, so a rerun resumes);
+with on_error="continue" the others finish. The progress bar counts the plan's units.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from xaibench.engine.context import Context
+from xaibench.engine.units import UNIT_KINDS, NotApplicable, Outcome, Unit
+from xaibench.errors import XaibenchError
+
+logger = logging.getLogger("xaibench.run")
+ON_ERROR = ("stop", "continue")
+
+
+class RunFailedError(XaibenchError):
+    """A unit failed (without --keep-going). exit_code: 2 for a XaibenchError cause, else 1."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _blocked(unit: Unit, outcomes: dict[str, Outcome]) -> Outcome | None:
+    """The outcome of a unit one of whose dependencies did not finish: n/a after n/a, else skipped."""
+    for dep in unit.deps:
+        before = outcomes.get(dep)
+        if before is None or before.ok:
+            continue
+        if before.status == "n/a":
+            return Outcome(unit, "n/a", error=before.error)
+        return Outcome(unit, "skipped", error=f"{before.unit.label} {before.status}")
+    return None
+
+
+def run_unit(unit: Unit, ctx: Context, outcomes: dict[str, Outcome]) -> Outcome:
+    """Load or compute one unit whose dependencies are done; a failure is returned, not raised."""
+    blocked = _blocked(unit, outcomes)
+    if blocked is not None:
+        return blocked
+    kind = UNIT_KINDS[unit.kind]
+    deps: dict[str, Any] = {dep: outcomes[dep].payload for dep in unit.deps}
+    try:
+        payload, cached, seconds = kind.run(unit, ctx, deps)
+    except KeyboardInterrupt:
+        raise
+    except NotApplicable as reason:
+        return Outcome(unit, "n/a", error=str(reason))
+    except Exception as error:  # a unit's failure must not lose the finished ones
+        return Outcome(unit, "failed", error=one_line(error), traceback=traceback.format_exc(),
+                       usage=isinstance(error, XaibenchError))
+    return Outcome(unit, "cached" if cached else "done", seconds, payload)
+
+
+def _log(outcome: Outcome) -> None:
+    label, status = outcome.unit.label, outcome.status
+    if status == "failed":
+        logger.info(f"{label}: FAILED: {outcome.error}")
+    elif status in ("skipped", "n/a"):
+        logger.info(f"{label}: {status} ({outcome.error})")
+    else:
+        detail = UNIT_KINDS[outcome.unit.kind].detail(outcome.payload)
+        logger.info(f"{label}: {'cached' if status == 'cached' else f'done in {outcome.seconds:.2f} s'}{detail}")
+
+
+def execute(units: list[Unit], ctx: Context, on_error: str = "stop") -> dict[str, Outcome]:
+    """Run every unit in order; returns the outcome of each by key (in the plan's order)."""
+    if on_error not in ON_ERROR:
+        raise XaibenchError(f"unknown on_error {on_error!r}; valid: {', '.join(ON_ERROR)}")
+    outcomes: dict[str, Outcome] = {}
+    bar = tqdm(total=len(units), desc="xaibench", unit="unit", disable=not ctx.progress, dynamic_ncols=True,
+               file=sys.stderr)
+    try:
+        for unit in units:
+            outcome = run_unit(unit, ctx, outcomes)
+            outcomes[unit.key] = outcome
+            _log(outcome)
+            bar.update(1)
+            if outcome.status == "failed" and on_error == "stop":
+                cause = outcome.error or ""
+                raise RunFailedError(f"{unit.label} failed: {cause} (finished units are cached: rerunning resumes; "
+                                     f"--keep-going runs the other units)", 2 if outcome.usage else 1)
+    finally:
+        bar.close()
+    return outcomes
+

@@ -1,0 +1,199 @@
+"""The unit kinds of `xaibench run` and `xaibench train`: a model becomes trained (or loaded), an explanation,
+a score, a Table 1 row. Each kind turns its params and its dependencies' results into a payload."""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xaibench.cache import derive_seed
+from xaibench.engine.context import Context
+from xaibench.engine.units import NotApplicable, Unit, UnitKind, register_kind
+from xaibench.methods import Explanation, create_method
+from xaibench.metrics import create_metric
+from xaibench.training import (TrainedModel, checkpoint_path, classification_scores, medmnist_evaluate,
+                               predict_proba, train_model)
+
+
+def _model(deps: dict[str, Any], unit: Unit) -> TrainedModel:
+    """The trained (or loaded) model a unit depends on: the payload of its first dependency."""
+    return deps[unit.deps[0]]
+
+
+@register_kind
+class TrainKind(UnitKind):
+    """Train a model (or load it from the checkpoint cache). The unit's key is the checkpoint key."""
+
+    name = "train"
+
+    def cached(self, unit: Unit, ctx: Context) -> bool:
+        p = unit.params
+        return checkpoint_path(p["spec"], p["model"], p["config"], p["seed"], ctx.cache_root).exists()
+
+    def run(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> tuple[Any, bool, float]:
+        start, was_cached = time.perf_counter(), self.cached(unit, ctx)
+        p = unit.params
+        trained = train_model(p["model"], p["spec"], p["config"], p["seed"], ctx.device, ctx.cache_root,
+                              ctx.progress)
+        trained.model.eval()
+        return trained, was_cached, time.perf_counter() - start
+
+    def detail(self, payload: Any) -> str:
+        return f" (checkpoint {payload.path.name})"
+
+
+@register_kind
+class LoadKind(UnitKind):
+    """A user's classifier from its checkpoint file (`--model torchvision:NAME --checkpoint PATH`): no training."""
+
+    name = "load"
+
+    def cached(self, unit: Unit, ctx: Context) -> bool:
+        return True  # nothing to compute: the file is the result
+
+    def run(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> tuple[Any, bool, float]:
+        from xaibench.models import build_classifier
+
+        start, p = time.perf_counter(), unit.params
+        info = p["spec"].load("test").info
+        model = build_classifier(p["model"], num_classes=info.n_classes, in_chans=info.in_chans,
+                                 img_size=info.size, checkpoint=p["checkpoint"], **p["options"])
+        if hasattr(model, "set_fill") and p["options"].get("fill", "mean") == "mean":
+            model.set_fill(p["spec"].load("train").channel_mean())
+        record = {"key": unit.key, "model_name": p["model"], "checkpoint": str(p["checkpoint"])}
+        trained = TrainedModel(model.to(ctx.device).eval(), record, Path(p["checkpoint"]))
+        return trained, True, time.perf_counter() - start
+
+    def detail(self, payload: Any) -> str:
+        return f" (from {payload.path})"
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes: a user's checkpoint is keyed by what it holds, not its name."""
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+
+
+@register_kind
+class EvaluateKind(UnitKind):
+    """Test AUC and ACC of a trained classifier (a Table 1 row): medmnist's Evaluator, or the in-tree scores."""
+
+    name = "evaluate"
+
+    def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
+        start, p = time.perf_counter(), unit.params
+        trained = _model(deps, unit)
+        test = p["spec"].load("test")
+        probabilities = predict_proba(trained.model, test, ctx.device)
+        if p["medmnist"]:
+            scores = medmnist_evaluate(probabilities, test, p["data_root"])
+        else:
+            scores = classification_scores(probabilities, test)
+        return {"auc": float(scores["auc"]), "acc": float(scores["acc"]), "seconds": time.perf_counter() - start,
+                "checkpoint": trained.path.name, "train_seconds": trained.record.get("train_seconds")}
+
+
+def explanation_targets(model, x: torch.Tensor, labels: torch.Tensor, target: str, batch_size: int) -> torch.Tensor:
+    """The class each image is explained for: its label, or the model's prediction."""
+    if target == "label":
+        return labels
+    with torch.no_grad():  # not inference_mode: the targets take part in the explainers' autograd
+        return torch.cat([model.forward_fn(x[start:start + batch_size]).argmax(dim=-1)
+                          for start in range(0, len(x), batch_size)])
+
+
+def merge_explanations(parts: list[Explanation]) -> Explanation:
+    """One Explanation for all batches: attributions concatenated, time summed, passes per image averaged."""
+    counts = [part.attributions.shape[0] for part in parts]
+    total = max(sum(counts), 1)
+    forward = sum(part.n_forward * count for part, count in zip(parts, counts))
+    backward = sum(part.n_backward * count for part, count in zip(parts, counts))
+    return Explanation(method=parts[0].method, attributions=torch.cat([p.attributions.float().cpu() for p in parts]),
+                       seconds=sum(part.seconds for part in parts), n_forward=forward / total,
+                       n_backward=backward / total)
+
+
+def explanation_payload(explanation: Explanation, targets: torch.Tensor) -> dict[str, Any]:
+    """What an explain unit stores: the Explanation's fields (no pixel map) and the explained classes."""
+    return {"method": explanation.method, "attributions": explanation.attributions, "seconds": explanation.seconds,
+            "n_forward": float(explanation.n_forward), "n_backward": float(explanation.n_backward),
+            "targets": targets.cpu()}
+
+
+def payload_explanation(payload: dict[str, Any]) -> Explanation:
+    """The Explanation an explain unit stored."""
+    return Explanation(method=payload["method"], attributions=payload["attributions"], seconds=payload["seconds"],
+                       n_forward=payload["n_forward"], n_backward=payload["n_backward"])
+
+
+def _unsuited(method: str, model) -> str | None:
+    """Why `method` does not suit `model`'s family (None: it does), as the method declares it."""
+    from xaibench import methods
+
+    check = getattr(methods, "unsuited_reason", None)
+    return check(method, model) if check is not None else None
+
+
+@register_kind
+class ExplainKind(UnitKind):
+    """Explain the first n_test test images of a dataset with one method, in batches, with a seeded generator."""
+
+    name = "explain"
+
+    def load(self, unit: Unit, ctx: Context) -> Any:
+        payload = super().load(unit, ctx)
+        return payload if payload is not None and "method" in payload else None
+
+    def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
+        p = unit.params
+        model = _model(deps, unit).model
+        reason = _unsuited(p["method"], model)
+        if reason:
+            raise NotApplicable(reason)
+        batch = ctx.test_batch(p["spec"], p["n_test"])
+        targets = explanation_targets(model, batch.x, batch.labels, p["target"], p["batch_size"])
+        generator = torch.Generator(device=ctx.device).manual_seed(
+            derive_seed(p["seed"], p["dataset"], p["method"], "explain"))
+        explainer = create_method(p["method"], model, **p["options"])
+        parts = []
+        for start in ctx.progress_range(len(batch.x), p["batch_size"], unit.label):
+            chunk = slice(start, start + p["batch_size"])
+            parts.append(explainer.explain(batch.x[chunk], targets[chunk], generator=generator))
+        return explanation_payload(merge_explanations(parts), targets)
+
+
+@register_kind
+class ScoreKind(UnitKind):
+    """Score one method's explanations with one metric; the metric sees forward_fn and tensors only."""
+
+    name = "score"
+
+    def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
+        p, start_time = unit.params, time.perf_counter()
+        model = _model(deps, unit).model
+        explained = deps[unit.deps[1]]
+        batch = ctx.test_batch(p["spec"], p["n_test"])
+        truth = batch.dataset.patch_masks(model.patch_size, batch.indices) if p["needs_truth"] else None
+        metric = create_metric(p["metric"], **p["options"])
+        generator = torch.Generator(device=ctx.device).manual_seed(
+            derive_seed(p["seed"], p["dataset"], p["method"], p["metric"]))
+        scores: dict[str, list[torch.Tensor]] = {}
+        curves: dict[str, list[torch.Tensor]] = {}
+        x_axis, n_forward = None, 0
+        for start in ctx.progress_range(len(batch.x), p["batch_size"], unit.label):
+            chunk = slice(start, start + p["batch_size"])
+            output = metric.evaluate(model.forward_fn, batch.x[chunk],
+                                     explained["attributions"][chunk].to(ctx.device),
+                                     explained["targets"][chunk].to(ctx.device),
+                                     truth[chunk].to(ctx.device) if truth is not None else None, generator)
+            for name, values in output.scores.items():
+                scores.setdefault(name, []).append(values.detach().float().cpu())
+            for name, values in output.curves.items():
+                curves.setdefault(name, []).append(values.detach().float().cpu())
+            x_axis = output.x.detach().float().cpu() if output.x is not None else x_axis
+            n_forward += int(output.n_forward)
+        return {"scores": {name: torch.cat(values) for name, values in scores.items()},
+                "curves": {name: torch.cat(values) for name, values in curves.items()},
+                "x": x_axis, "n_forward": n_forward, "seconds": time.perf_counter() - start_time}

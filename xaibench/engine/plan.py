@@ -1,0 +1,168 @@
+"""plan(options) -> [Unit]: every unit of a run, with its key, before any work (pure: nothing trained or written).
+
+A unit's key hashes its own inputs and the keys of the units it depends on; a train unit's key is the
+checkpoint key. The order of the list is the order a serial execution runs them in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from xaibench.cache import code_fingerprint, unit_key
+from xaibench.data import data_root
+from xaibench.engine.context import Context
+from xaibench.engine.kinds import file_digest
+from xaibench.engine.options import RunOptions, data_spec, train_config_for
+from xaibench.engine.units import UNIT_KINDS, Unit
+from xaibench.errors import XaibenchError
+from xaibench.metrics import create_metric
+from xaibench.registry import METHODS, METRICS
+from xaibench.training import DataSpec, checkpoint_key
+
+BASELINE_MODELS = ["resnet18", "resnet50", "vit", "segm", "ofa"]
+
+
+class Plan(list):
+    """The units of a run in execution order; a unit asked for twice (same key) is kept once."""
+
+    def add(self, unit: Unit) -> Unit:
+        index = self.__dict__.setdefault("_index", {})
+        if (unit.kind, unit.key) not in index:
+            index[(unit.kind, unit.key)] = unit
+            self.append(unit)
+        return index[(unit.kind, unit.key)]
+
+
+def train_unit(model: str, spec: DataSpec, config, seed: int) -> Unit:
+    return Unit("train", f"train {spec.name}/seed{seed}/{model}", checkpoint_key(spec, model, config, seed),
+                params={"model": model, "spec": spec, "config": config, "seed": seed})
+
+
+def load_unit(model: str, checkpoint: str, options: dict[str, Any], spec: DataSpec, seed: int) -> Unit:
+    key = unit_key("load", {"model": model, "weights": file_digest(checkpoint), "options": options,
+                            "data": spec.key()})
+    return Unit("load", f"load {spec.name}/seed{seed}/{model}", key,
+                params={"model": model, "checkpoint": checkpoint, "options": options, "spec": spec})
+
+
+def evaluate_unit(trained: Unit, spec: DataSpec, model: str, seed: int, root: str | None,
+                  device: torch.device) -> Unit:
+    """Test AUC/ACC of a trained model: a Table 1 row."""
+    medmnist = spec.name != "synthetic" and not spec.name.startswith("path:")
+    key = unit_key("evaluate", {"model": trained.key, "data": spec.key(), "medmnist": medmnist,
+                                "device": device.type})
+    return Unit("evaluate", f"evaluate {spec.name}/seed{seed}/{model}", key, (trained.key,),
+                params={"spec": spec, "model": model, "seed": seed, "medmnist": medmnist,
+                        "data_root": str(data_root(root)) if medmnist else None})
+
+
+def plan_train(models: list[str], datasets: list[str], seeds: list[int], *, size: int, root: str | None,
+               config: dict[str, Any], overrides: dict[str, Any], device: torch.device,
+               plan: Plan | None = None) -> Plan:
+    """Table 1: per dataset, model and seed, a train unit and an evaluate unit."""
+    plan = Plan() if plan is None else plan
+    for dataset in datasets:
+        spec = data_spec(dataset, size, root, config)
+        for model in models:
+            train_config = train_config_for(model, config, overrides)
+            for seed in seeds:
+                trained = plan.add(train_unit(model, spec, train_config, seed))
+                plan.add(evaluate_unit(trained, spec, model, seed, root, device))
+    return plan
+
+
+@dataclass
+class RunSetup:
+    """What planning a run checks and derives once: per-metric options, code fingerprints, the test splits."""
+
+    metric_options: dict[str, dict[str, Any]]
+    needs_truth: dict[str, bool]
+    method_code: dict[str, str]
+    metric_code: dict[str, str]
+    tests: dict[str, Any]
+
+    def metrics_for(self, options: RunOptions, dataset: str) -> list[str]:
+        has_truth = self.tests[dataset].has_ground_truth
+        return [m for m in options.metrics if has_truth or not self.needs_truth[m]]
+
+
+def run_setup(options: RunOptions, specs: dict[str, DataSpec]) -> RunSetup:
+    """Everything checkable before any work: the data files open, every metric accepts its options."""
+    tests = {dataset: spec.load("test") for dataset, spec in specs.items()}
+    metric_options = {}
+    for name in options.metrics:
+        metric_options[name] = options.metric_options_for(name)
+        try:
+            create_metric(name, **metric_options[name])
+        except TypeError as error:
+            raise XaibenchError(f"metric {name!r}: bad options {metric_options[name]}: {error}") from None
+    return RunSetup(metric_options,
+                    {name: bool(getattr(METRICS.get(name), "needs_ground_truth", False)) for name in options.metrics},
+                    {m: code_fingerprint(METHODS.get(m)) for m in options.methods},
+                    {m: code_fingerprint(METRICS.get(m)) for m in options.metrics}, tests)
+
+
+def model_unit(options: RunOptions, spec: DataSpec, config: dict[str, Any], overrides: dict[str, Any],
+               seed: int) -> Unit:
+    """The network every method explains: trained by xaibench, or a user's classifier loaded from --checkpoint."""
+    if options.checkpoint:
+        unit = load_unit(options.model, options.checkpoint, dict(config.get("model", {})), spec, seed)
+    else:
+        unit = train_unit(options.model, spec, train_config_for(options.model, config, overrides), seed)
+    unit.params["main"] = True  # the network of Table 2 (its checkpoint goes into the manifest)
+    return unit
+
+
+def explain_unit(options: RunOptions, setup: RunSetup, model: Unit, spec: DataSpec, seed: int, method: str,
+                 device: torch.device) -> Unit:
+    n_test = min(options.n_test, len(setup.tests[spec.name]))
+    method_options = options.method_options.get(method, {})
+    key = unit_key("explain", {
+        "model": model.key, "data": spec.key(), "n_test": n_test, "target": options.target, "method": method,
+        "options": method_options, "code": setup.method_code[method], "seed": seed,
+        "batch_size": options.batch_size, "device": device.type})
+    return Unit("explain", f"explain {spec.name}/seed{seed}/{method}", key, (model.key,),
+                params={"dataset": spec.name, "spec": spec, "seed": seed, "method": method,
+                        "options": method_options, "n_test": n_test, "target": options.target,
+                        "batch_size": options.batch_size})
+
+
+def score_unit(options: RunOptions, setup: RunSetup, model: Unit, explained: Unit, metric: str,
+               device: torch.device) -> Unit:
+    p = explained.params
+    key = unit_key("score", {
+        "explanation": explained.key, "model": model.key, "metric": metric,
+        "options": setup.metric_options[metric], "code": setup.metric_code[metric], "seed": p["seed"],
+        "batch_size": options.batch_size, "device": device.type})
+    return Unit("score", f"score {p['dataset']}/seed{p['seed']}/{p['method']}/{metric}", key,
+                (model.key, explained.key),
+                params={"dataset": p["dataset"], "spec": p["spec"], "seed": p["seed"], "method": p["method"],
+                        "metric": metric, "options": setup.metric_options[metric], "n_test": p["n_test"],
+                        "needs_truth": setup.needs_truth[metric], "batch_size": options.batch_size})
+
+
+def plan_run(options: RunOptions, *, config: dict[str, Any], overrides: dict[str, Any], root: str | None,
+             device: torch.device, train_baselines: bool = False) -> tuple[Plan, RunSetup]:
+    """`xaibench run`: per dataset and seed the evaluated network, then per method an explanation and per
+    metric a score; with train_baselines, Table 1's trainings and evaluations after them."""
+    specs = {dataset: data_spec(dataset, options.size, root, config) for dataset in options.datasets}
+    setup = run_setup(options, specs)
+    plan = Plan()
+    for dataset, spec in specs.items():
+        for seed in options.seeds:
+            model = plan.add(model_unit(options, spec, config, overrides, seed))
+            for method in options.methods:
+                explained = plan.add(explain_unit(options, setup, model, spec, seed, method, device))
+                for metric in setup.metrics_for(options, dataset):
+                    plan.add(score_unit(options, setup, model, explained, metric, device))
+    if train_baselines:
+        plan_train(BASELINE_MODELS, options.datasets, options.seeds, size=options.size, root=root, config=config,
+                   overrides=overrides, device=device, plan=plan)
+    return plan, setup
+
+
+def cached_units(plan: list[Unit], ctx: Context) -> set[str]:
+    """Keys of the units whose results are already on disk."""
+    return {unit.key for unit in plan if UNIT_KINDS[unit.kind].cached(unit, ctx)}

@@ -1,0 +1,143 @@
+"""report(out, frames): where scores become files: Table 2 and its side tables, Table 1, figures, attribution
+maps on request, and the manifest. Every file is written atomically; files that only an earlier run's manifest
+listed are removed after the new manifest is written."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from xaibench import __version__
+from xaibench.engine.collect import Frames
+from xaibench.io import atomic_write_bytes, atomic_write_text
+from xaibench.tables import (DATASET_LABELS, METHOD_LABELS, cost_table, flat_markdown, localization_table,
+                             mean_curves, summary, table1, table2, wilcoxon_tests, write_table)
+
+
+def environment(config: dict[str, Any], device: torch.device, timings: dict[str, float]) -> dict[str, Any]:
+    """Versions, commit, device and configuration: the head of every manifest."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    import numpy
+    import timm
+
+    return {"xaibench": __version__, "git_commit": commit, "python": platform.python_version(),
+            "torch": torch.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
+            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+            platform.processor() or platform.machine(), "config": config, "timings_s": timings,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_table1(out: Path, frames: Frames, config: dict[str, Any], device: torch.device) -> list[Path]:
+    """table1_scores.csv, table1.{csv,tex,md} and table1_manifest.json."""
+    timings = {label.split(" ", 1)[1]: unit["seconds"] for label, unit in frames.units.items()
+               if label.startswith(("train ", "evaluate "))}
+    files = [atomic_write_text(out / "table1_scores.csv", frames.table1.to_csv(index=False))]
+    files += write_table(table1(frames.table1), out, "table1",
+                         "Test AUC and ACC (x100) of the classifiers (medmnist Evaluator).")
+    files.append(atomic_write_text(out / "table1_manifest.json",
+                                   json.dumps(environment(config, device, timings), indent=2, default=str)))
+    return files
+
+
+def write_run_outputs(out: Path, frames: Frames, methods: list[str], datasets: list[str]) -> list[Path]:
+    """scores_long.csv, Table 2, localization, cost, Wilcoxon, summary and mean curves into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    scores, costs, curves, unavailable = frames.scores, frames.costs, frames.curves, frames.unavailable or None
+    files = [atomic_write_text(out / "scores_long.csv", scores.to_csv(index=False, float_format="%.9g"))]
+    files += write_table(table2(scores, methods, datasets, **_na(unavailable)), out, "table2",
+                         "SRG and R-SRG (x100, mean over test images; mean $\\pm$ std over seeds) of each method.")
+    if (scores["metric"] == "localization").any():
+        files += write_table(localization_table(scores, methods, datasets, **_na(unavailable)), out, "localization",
+                             "Localization AUROC (x100) of each method against the true lesion patches.")
+    if len(costs):
+        files += write_table(cost_table(costs, methods, datasets, **_na(unavailable)), out, "cost",
+                             "Cost of each method: milliseconds and forward/backward passes per image.",
+                             bold_best=False)
+    if len(scores):
+        tests = wilcoxon_tests(scores, [m for m in ("srg", "rsrg", "localization") if m in set(scores["metric"])],
+                               methods)
+        files.append(atomic_write_text(out / "wilcoxon.csv", tests.to_csv(index=False, float_format="%.6g")))
+        files.append(atomic_write_text(out / "wilcoxon.md", flat_markdown(tests)))
+        files.append(atomic_write_text(out / "summary.csv", summary(scores).to_csv(index=False,
+                                                                                    float_format="%.9g")))
+    if len(curves):
+        files.append(atomic_write_text(out / "curves.csv", mean_curves(curves).to_csv(index=False,
+                                                                                       float_format="%.9g")))
+    return files
+
+
+def _na(unavailable: dict[tuple[str, str], str] | None) -> dict[str, Any]:
+    """The `unavailable` keyword for the table builders, only when some cell is n/a (older signatures)."""
+    return {"unavailable": unavailable} if unavailable else {}
+
+
+def write_figures(folder: Path, frames: Frames, target: str) -> list[Path]:
+    """figures/maps_<dataset>.{png,pdf} (images and each method's map) and figures/curves.{png,pdf}."""
+    from xaibench.figures import attribution_maps, curves_figure, save_figure
+
+    files = []
+    for dataset, entry in frames.figure_data.items():
+        maps = {METHOD_LABELS.get(m, m): values for m, values in entry["maps"].items()}
+        captions = [f"#{i} label {int(y)}" for i, y in enumerate(entry["labels"])]
+        figure = attribution_maps(entry["images"], maps, masks=entry["masks"], captions=captions,
+                                  title=f"{DATASET_LABELS.get(dataset, dataset)}: attributions for the "
+                                        f"{target} class, centred per image (seed {entry['seed']})")
+        files += save_figure(figure, folder / f"maps_{dataset}")
+    if len(frames.curves):
+        frame = mean_curves(frames.curves)
+        frame = frame[frame["curve"].isin(["mif", "lif", "random"])]
+        if len(frame):
+            files += save_figure(curves_figure(frame, dataset_labels=DATASET_LABELS, method_labels=METHOD_LABELS),
+                                 folder / "curves")
+    return files
+
+
+def save_attributions(folder: Path, frames: Frames) -> list[Path]:
+    """attributions/<dataset>_seed<seed>_<method>.safetensors: every explained image's patch map, with the
+    image index (position in the test split) and the explained class; method, dataset and seed as metadata."""
+    from safetensors.torch import save
+
+    files = []
+    for entry in frames.explanations:
+        name = f"{entry['dataset']}_seed{entry['seed']}_{entry['method']}".replace("/", "_").replace(":", "_")
+        tensors = {"attributions": entry["attributions"].float().contiguous(),
+                   "image": entry["image"].long().contiguous(), "target": entry["target"].long().contiguous()}
+        metadata = {"dataset": entry["dataset"], "seed": str(entry["seed"]), "method": entry["method"]}
+        files.append(atomic_write_bytes(folder / f"{name}.safetensors", save(tensors, metadata=metadata)))
+    return files
+
+
+def stale_outputs(out: Path, written: list[str]) -> list[Path]:
+    """Files the manifest of an earlier run in `out` lists that this run did not write again. Only files an
+    earlier run recorded are ever removed, never anything else in the folder."""
+    try:
+        earlier = json.loads((out / "manifest.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    keep = set(written) | {"manifest.json"}
+    stale = []
+    for name in earlier:
+        path = (out / str(name)).resolve()
+        if str(name) not in keep and path.is_file() and out.resolve() in path.parents:
+            stale.append(path)
+    return stale
+
+
+def write_manifest(out: Path, record: dict[str, Any], files: list[Path]) -> Path:
+    """manifest.json (listing `files`), then the removal of what only an earlier manifest listed."""
+    record["files"] = sorted(str(p.relative_to(out)) for p in files)
+    stale = stale_outputs(out, record["files"])
+    path = atomic_write_text(out / "manifest.json", json.dumps(record, indent=2, default=str))
+    for old in stale:  # written by an earlier run into this folder and not by this one (e.g. a dropped method)
+        old.unlink(missing_ok=True)
+    return path
