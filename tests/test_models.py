@@ -216,3 +216,11 @@ def test_timm_weights_from_the_local_cache_need_no_network(tmp_path, monkeypatch
     assert encoder.patch_embed.proj.weight.shape == (192, 1, 4, 4)
     with pytest.raises(XaibenchError, match="timm has no pretrained weights 'vit_tiny_patch16_225'"):
         create_model("vit", num_classes=2, pretrained="timm:vit_tiny_patch16_225")
+
+
+def test_every_model_names_its_family():
+    from xaibench.models import MaskedClassifier
+
+    families = {name: create_model(name, num_classes=2).family for name in ("ofa", "segm", "vit", "resnet18")}
+    assert families == {"ofa": "vit", "segm": "vit", "vit": "vit", "resnet18": "cnn"}
+    assert MaskedClassifier.family == "other" and MaskableViT.family == "vit"
