@@ -8,8 +8,8 @@ from xaibench.registry import METHODS, list_methods, register_method
 from .base import Explainer, Explanation, PassCounter, create_method, seeded_global_rng, unsuited_reason
 from . import builtin, captum_family  # noqa: E402,F401  (register the built-in methods)
 from .captum_family import (CAPTUM_TABLE, CaptumExplainer, CaptumRow, LayerCaptumExplainer, PatchCaptumExplainer,
-                            PixelCaptumExplainer)
+                            PixelCaptumExplainer, register_captum_row)
 
 __all__ = ["CAPTUM_TABLE", "METHODS", "CaptumExplainer", "CaptumRow", "Explainer", "Explanation",
            "LayerCaptumExplainer", "PassCounter", "PatchCaptumExplainer", "PixelCaptumExplainer", "create_method",
-           "list_methods", "register_method", "seeded_global_rng", "unsuited_reason"]
+           "list_methods", "register_captum_row", "register_method", "seeded_global_rng", "unsuited_reason"]

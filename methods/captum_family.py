@@ -348,14 +348,15 @@ CAPTUM_TABLE: tuple[CaptumRow, ...] = (
 )
 
 
-def _explainer_class(row: CaptumRow) -> type[CaptumExplainer]:
-    """The registered class of one row: its kind's class with the row, its summary and its signature attached."""
+def register_captum_row(row: CaptumRow) -> type[CaptumExplainer]:
+    """Build the explainer class of one row (its kind's class with the row, summary and signature attached) and
+    register it as `captum.<name>`: how every row of CAPTUM_TABLE is registered, and how a plugin adds one."""
     if row.kind not in KINDS:
         raise XaibenchError(f"Captum row {row.name!r}: kind must be one of {', '.join(KINDS)}, got {row.kind!r}")
     attributes = dict(__doc__=row.summary, __module__=__name__, __signature__=row.signature(), row=row,
                       families=row.families, any_family_option=row.any_family_option)
-    return type(f"{row.name}Explainer", (KINDS[row.kind],), attributes)
+    return register_method(row.registered_name, type(f"{row.name}Explainer", (KINDS[row.kind],), attributes))
 
 
-CAPTUM_EXPLAINERS: dict[str, type[CaptumExplainer]] = {
-    row.registered_name: register_method(row.registered_name, _explainer_class(row)) for row in CAPTUM_TABLE}
+CAPTUM_EXPLAINERS: dict[str, type[CaptumExplainer]] = {row.registered_name: register_captum_row(row)
+                                                       for row in CAPTUM_TABLE}

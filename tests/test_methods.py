@@ -11,8 +11,8 @@ from torch import nn
 
 from xaibench.cli import main
 from xaibench.errors import ExplainerOutputError, XaibenchError
-from xaibench.methods import (CAPTUM_TABLE, Explainer, Explanation, create_method, list_methods, seeded_global_rng,
-                               unsuited_reason)
+from xaibench.methods import (CAPTUM_TABLE, CaptumRow, Explainer, Explanation, create_method, list_methods,
+                               register_captum_row, seeded_global_rng, unsuited_reason)
 from xaibench.methods.captum_family import KINDS
 from xaibench.models import MaskedClassifier, create_model
 from xaibench.plugins import load_plugins
@@ -280,6 +280,20 @@ def test_table_rows_make_the_captum_call_they_document():
             torch.ones(3, N), baselines=0.0, target=y, additional_forward_args=(x,), n_samples=20,
             perturbations_per_eval=16)
     assert torch.allclose(kernel, by_hand, atol=1e-6)
+
+
+def test_a_new_row_is_a_new_method(monkeypatch):
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # forget captum.test.* after this test
+    row = CaptumRow("test.Saliency", "pixel", "Saliency again, from one row.", algorithm="Saliency", absolute=True,
+                    arguments=lambda e, x, g: dict(abs=True))
+    cls = register_captum_row(row)
+    assert METHODS.get("captum.test.Saliency") is cls and cls.__doc__ == row.summary
+    model = tiny("ofa")
+    x, y = batch()
+    new = create_method("captum.test.Saliency", model).explain(x, y).attributions
+    assert torch.equal(new, create_method("captum.Saliency", model).explain(x, y).attributions)
+    with pytest.raises(XaibenchError, match="kind must be one of pixel, patch, layer, got 'pixels'"):
+        register_captum_row(CaptumRow("test.Bad", "pixels", "a typo"))
 
 
 # -- which model a method suits ---------------------------------------------------------------------------------
