@@ -128,6 +128,8 @@ def test_clear_one_line_errors(tmp_path):
         build_classifier("torchvision:resnet19", **kwargs)
     with pytest.raises(XaibenchError, match="unknown timm model 'resnet19'; close names: .*resnet18"):
         build_classifier("timm:resnet19", **kwargs)
+    with pytest.raises(XaibenchError, match=r"vit does not take the options \['colour'\]"):
+        build_classifier("vit", colour="red", **kwargs)
     with pytest.raises(XaibenchError, match="unknown model library 'keras'"):
         build_classifier("keras:resnet18", **kwargs)
     with pytest.raises(XaibenchError, match="unknown occlusion fill 'noise'; valid: mean, zero, blur, token"):

@@ -184,22 +184,22 @@ def build_classifier(name: str, *, num_classes: int, in_chans: int, img_size: in
     family) and passes the rest to the constructor; the family defaults to what `detect_family` finds.
     """
     library, sep, bare = name.partition(":")
-    if sep and library in LIBRARIES:
-        wrapper = {key: options.pop(key) for key in WRAPPER_OPTIONS if key in options}
-        try:
-            module = (_torchvision_module(bare, num_classes, options) if library == "torchvision"
-                      else _timm_module(bare, num_classes, in_chans, img_size, options))
-        except TypeError as error:
-            raise XaibenchError(f"{name} does not take the options {sorted(options)}: {error}") from None
-        wrapper.setdefault("family", detect_family(module))
-        model = wrap_classifier(module, img_size=img_size, in_chans=in_chans, num_classes=num_classes, **wrapper)
-    elif sep:
+    if sep and library not in LIBRARIES:
         raise XaibenchError(f"unknown model library {library!r} in {name!r}; valid: "
                             f"{', '.join(f'{lib}:<name>' for lib in LIBRARIES)} or a registered model name")
-    else:
-        from xaibench.models import create_model
+    try:
+        if sep:
+            wrapper = {key: options.pop(key) for key in WRAPPER_OPTIONS if key in options}
+            module = (_torchvision_module(bare, num_classes, options) if library == "torchvision"
+                      else _timm_module(bare, num_classes, in_chans, img_size, options))
+            wrapper.setdefault("family", detect_family(module))
+            model = wrap_classifier(module, img_size=img_size, in_chans=in_chans, num_classes=num_classes, **wrapper)
+        else:
+            from xaibench.models import create_model
 
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **options)
+            model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **options)
+    except TypeError as error:
+        raise XaibenchError(f"{name} does not take the options {sorted(options)}: {error}") from None
     if checkpoint:
         load_checkpoint(model, checkpoint)
     return model
