@@ -149,6 +149,8 @@ def test_config_splits_into_common_model_and_objective_parts():
     record = json.loads(json.dumps(asdict(config)))  # a record serialises, and parses back
     assert record["objectives"]["ofa"]["n_masks"] == 8 and TrainConfig.from_dict(record) == config
     assert config.replace(lr=1.0).options_of("ofa").n_masks == 8 and config.replace(lr=1.0).lr == 1.0
+    assert TrainConfig(steps=7, model={"arch": "small", "model_options": {"depth": 1}},
+                       objectives={"ofa": {"n_masks": 8, "loss_weights": [1, 1, 10]}}) == config
     with pytest.raises(XaibenchError) as error:
         TrainConfig.from_dict({"n_maskz": 1})
     message = str(error.value)

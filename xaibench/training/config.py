@@ -57,6 +57,11 @@ class TrainConfig:
                 raise XaibenchError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.objective is not None:
             check_objective(self.objective)
+        if isinstance(self.model, dict) or any(isinstance(o, dict) for o in self.objectives.values()):
+            parsed = TrainConfig.from_dict({"model": self.model if isinstance(self.model, dict) else asdict(self.model),
+                                            "objectives": {name: o if isinstance(o, dict) else asdict(o)
+                                                           for name, o in self.objectives.items()}})
+            self.model, self.objectives = parsed.model, parsed.objectives
 
     def options_of(self, objective: str) -> Any:
         """The options of `objective` (its defaults when this config holds none, e.g. a late plugin's)."""
