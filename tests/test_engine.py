@@ -146,3 +146,18 @@ def test_collect_and_report_turn_outcomes_into_tables_without_a_model(tmp_path):
     assert table.loc["OFA", ("Synthetic", "SRG")] == "42.50" and table.loc["Attn"].tolist() == ["n/a", "n/a"]
     assert {Path(f).name for f in files} >= {"table2.csv", "table2.tex", "scores_long.csv", "summary.csv"}
     assert frames.checkpoints == {"synthetic/seed0": {"file": "ofa-synthetic.pt", "val_acc": 0.5, "best_step": 2}}
+
+
+def test_unreadable_or_older_cache_entries_are_recomputed_and_said_once(tmp_path, caplog):
+    ctx = Context(torch.device("cpu"), tmp_path, progress=False)
+    plan = _echo_plan(fail=False)
+    execute(plan, ctx)
+    ctx.store.path("test.echo", "key-a").write_bytes(b"not a torch file")
+    torch.save({"value": torch.tensor(9.0)}, ctx.store.path("test.echo", "key-c"))  # no format record: older
+    with caplog.at_level("WARNING", logger="xaibench.run"):
+        outcomes = execute(plan, ctx)
+    assert [o.status for o in outcomes.values()] == ["done", "cached", "done", "cached"]
+    assert float(outcomes["key-c"].payload["value"]) == 5.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("ignored 2 cached unit file(s)")
+    assert [o.status for o in execute(plan, ctx).values()] == ["cached"] * 4

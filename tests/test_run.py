@@ -332,3 +332,77 @@ def test_a_score_given_by_two_metrics_is_kept_once(tmp_path, tiny_config):
     assert {"srg", "insertion", "deletion"} <= set(scores["metric"])
     per_image = scores[scores["metric"] == "insertion"].groupby(["method", "seed", "image"]).size()
     assert len(per_image) and (per_image == 1).all()
+
+
+PLUGIN_MODEL = '''
+import torch
+from torch import nn
+from xaibench.models import MaskedClassifier
+from xaibench.registry import register_model
+
+
+@register_model("test.patchnet")
+class PatchNet(MaskedClassifier):
+    """A linear model over mean patch intensities; removed patches read 0."""
+
+    family = "other"
+
+    def __init__(self, num_classes, in_chans=1, img_size=16, patch_size=None, width: int = 8, **unused):
+        super().__init__(img_size, patch_size, in_chans, num_classes)
+        self.body = nn.Sequential(nn.Linear(self.n_patches * in_chans, width), nn.ReLU(), nn.Linear(width, num_classes))
+
+    def forward(self, x, keep_mask=None):
+        p = self.patch_size
+        patches = nn.functional.avg_pool2d(x, p)  # [B, C, g, g]
+        if keep_mask is not None:
+            patches = patches * keep_mask.view(-1, 1, self.grid_size, self.grid_size).to(patches.dtype)
+        return self.body(patches.flatten(1))
+'''
+
+
+def test_a_plugin_model_trains_and_is_explained_with_no_engine_edit(tmp_path, tiny_config, capsys):
+    plugin = tmp_path / "patchnet.py"
+    plugin.write_text(PLUGIN_MODEL)
+    cache, train_out = tmp_path / "cache", tmp_path / "train"
+    assert main(["train", "--models", "test.patchnet", "--plugins", str(plugin), "--config", str(tiny_config),
+                 "--size", "16", "--set", "model_options={\"width\": 4}", "--out", str(train_out),
+                 "--cache", str(cache), "--quiet"]) == 0
+    assert "test.patchnet" in (train_out / "table1.csv").read_text()
+    assert main(["train", "--models", "test.patchnet", "--plugins", str(plugin), "--config", str(tiny_config),
+                 "--size", "16", "--set", "model_options={\"width\": 4}", "--out", str(train_out),
+                 "--cache", str(cache), "--dry-run"]) == 0
+    assert "cached  train synthetic/seed0/test.patchnet" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["run", "--model", "test.patchnet", "--methods", "grad,random,attn", "--plugins", str(plugin),
+                 "--config", str(tiny_config), "--size", "16", "--set", "model_options={\"width\": 4}",
+                 "--out", str(out), "--cache", str(cache), "--quiet", "--no-figures"]) == 0
+    assert "train synthetic/seed0/test.patchnet: cached" in capsys.readouterr().out
+    table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
+    assert table.loc["Attn"].tolist() == ["n/a", "n/a"]  # attention maps need a ViT: n/a, not a failure
+    assert all(float(cell) == float(cell) for cell in table.loc[["Grad", "Random"]].to_numpy().ravel())
+    assert "n/a" in (out / "table2.md").read_text() and "ViT" in (out / "table2.md").read_text()
+
+
+def test_a_users_torchvision_classifier_is_scored_from_its_checkpoint_without_training(tmp_path, tiny_config):
+    torchvision = pytest.importorskip("torchvision")
+    import torch
+
+    network = torchvision.models.resnet18(num_classes=3)  # the synthetic set's 3 classes
+    weights = tmp_path / "resnet18.pt"
+    torch.save(network.state_dict(), weights)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert main(["run", "--model", "torchvision:resnet18", "--checkpoint", str(weights), "--methods", "grad,attn",
+                 "--config", str(tiny_config), "--size", "16", "--set", "model.mean=[0.5]", "--set", "model.std=[0.25]",
+                 "--out", str(out), "--cache", str(cache), "--quiet", "--save-attributions"]) == 0
+    assert not (cache / "checkpoints").exists()  # nothing was trained
+    table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
+    assert table.loc["Attn"].tolist() == ["n/a", "n/a"]
+    float(table.loc["Grad", ("Synthetic", "SRG")])
+    from safetensors import safe_open
+
+    with safe_open(str(out / "attributions" / "synthetic_seed0_grad.safetensors"), "pt") as saved:
+        assert saved.metadata() == {"dataset": "synthetic", "seed": "0", "method": "grad"}
+        assert saved.get_tensor("attributions").shape == (8, 16) and saved.get_tensor("image").tolist() == list(range(8))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["model"] == "torchvision:resnet18" and "load synthetic/seed0/torchvision:resnet18" in \
+        manifest["units"]

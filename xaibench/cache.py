@@ -18,7 +18,10 @@ from torch import nn
 from xaibench.io import atomic_torch_save, stable_hash
 
 #: bump when the content or meaning of a unit file changes; old files are then ignored
-UNIT_VERSION = 1
+#: 2 (xaibench 0.2.0): keys chain through the planned units' keys; every file records its format and writer
+UNIT_VERSION = 2
+FORMAT_KEY = "__unit_format__"
+WRITER_KEY = "__written_by__"
 
 
 def unit_key(kind: str, inputs: dict[str, Any]) -> str:
@@ -75,10 +78,15 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 class UnitStore:
-    """`<root>/<kind>/<key>.pt` per finished unit; payloads are dicts of tensors, numbers and strings."""
+    """`<root>/<kind>/<key>.pt` per finished unit; payloads are dicts of tensors, numbers and strings.
+
+    Each file records the unit format and the xaibench version that wrote it; a file that cannot be read, or
+    was written in another format, is ignored (and counted in `ignored`, so a run can say so) and recomputed.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.ignored: list[Path] = []
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
@@ -91,8 +99,15 @@ class UnitStore:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a file from an older format or a damaged disk: compute the unit again
+            payload = None
+        if not isinstance(payload, dict) or payload.pop(FORMAT_KEY, None) != UNIT_VERSION:
+            self.ignored.append(path)
             return None
-        return payload if isinstance(payload, dict) else None
+        payload.pop(WRITER_KEY, None)
+        return payload
 
     def save(self, kind: str, key: str, payload: dict[str, Any]) -> Path:
-        return atomic_torch_save(payload, self.path(kind, key))
+        from xaibench import __version__
+
+        return atomic_torch_save({**payload, FORMAT_KEY: UNIT_VERSION, WRITER_KEY: __version__},
+                                 self.path(kind, key))

@@ -37,5 +37,4 @@ def setup_logging(quiet: bool) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    root.propagate = False
     logging.getLogger("xaibench.training").setLevel(logging.WARNING if quiet else logging.INFO)

@@ -95,5 +95,13 @@ def execute(units: list[Unit], ctx: Context, on_error: str = "stop") -> dict[str
                                      f"--keep-going runs the other units)", 2 if outcome.usage else 1)
     finally:
         bar.close()
+        _say_ignored(ctx)
     return outcomes
+
+
+def _say_ignored(ctx: Context) -> None:
+    if ctx.store.ignored:
+        logger.warning(f"ignored {len(ctx.store.ignored)} cached unit file(s) this xaibench cannot read (another "
+                       f"format or damaged, e.g. {ctx.store.ignored[0]}); they were recomputed")
+        ctx.store.ignored.clear()
 

@@ -128,12 +128,11 @@ def payload_explanation(payload: dict[str, Any]) -> Explanation:
                        n_forward=payload["n_forward"], n_backward=payload["n_backward"])
 
 
-def _unsuited(method: str, model) -> str | None:
+def _unsuited(method: str, model, options: dict[str, Any]) -> str | None:
     """Why `method` does not suit `model`'s family (None: it does), as the method declares it."""
-    from xaibench import methods
+    from xaibench.methods import unsuited_reason
 
-    check = getattr(methods, "unsuited_reason", None)
-    return check(method, model) if check is not None else None
+    return unsuited_reason(method, model, options)
 
 
 @register_kind
@@ -149,7 +148,7 @@ class ExplainKind(UnitKind):
     def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
         p = unit.params
         model = _model(deps, unit).model
-        reason = _unsuited(p["method"], model)
+        reason = _unsuited(p["method"], model, p["options"])
         if reason:
             raise NotApplicable(reason)
         batch = ctx.test_batch(p["spec"], p["n_test"])

@@ -44,7 +44,7 @@ def load_unit(model: str, checkpoint: str, options: dict[str, Any], spec: DataSp
     key = unit_key("load", {"model": model, "weights": file_digest(checkpoint), "options": options,
                             "data": spec.key()})
     return Unit("load", f"load {spec.name}/seed{seed}/{model}", key,
-                params={"model": model, "checkpoint": checkpoint, "options": options, "spec": spec})
+                params={"model": model, "checkpoint": checkpoint, "options": options, "spec": spec, "seed": seed})
 
 
 def evaluate_unit(trained: Unit, spec: DataSpec, model: str, seed: int, root: str | None,
