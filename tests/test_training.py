@@ -141,6 +141,44 @@ def test_a_plugin_model_trains_with_no_trainer_edit(tmp_path, plugin_model):
     assert torch.equal(reloaded.model(x), trained.model(x)) and torch.equal(again.model(x), trained.model(x))
 
 
+PLUGIN_FILE = """
+from torch import nn
+from xaibench.models import MaskedClassifier
+from xaibench.registry import register_model
+
+class CliPluginNet(MaskedClassifier):
+    def __init__(self, num_classes, in_chans=1, img_size=16, patch_size=None):
+        super().__init__(img_size, patch_size, in_chans, num_classes)
+        self.head = nn.Linear(in_chans * img_size * img_size, num_classes)
+
+    def forward(self, x, keep_mask=None):
+        if keep_mask is not None:
+            x = x * self.keep_to_pixels(keep_mask)
+        return self.head(x.flatten(1))
+
+@register_model("test_cli_plugin")
+def cli_plugin(num_classes, in_chans=1, img_size=16, **kwargs) -> CliPluginNet:
+    return CliPluginNet(num_classes, in_chans, img_size, **kwargs)
+"""
+
+
+def test_cli_trains_a_model_from_a_plugin_file(tmp_path):
+    plugin = tmp_path / "my_model.py"
+    plugin.write_text(PLUGIN_FILE)
+    config = tmp_path / "train.toml"  # arch and n_masks belong to other models and objectives: ignored here
+    config.write_text('[train]\nsteps = 4\neval_every = 2\nbatch_size = 8\narch = "small"\nn_masks = 8\n'
+                      '[data.synthetic]\nn_samples = 48\n')
+    try:
+        code = main(["train", "--models", "test_cli_plugin", "--plugins", str(plugin), "--datasets", "synthetic",
+                     "--size", "16", "--config", str(config), "--out", str(tmp_path / "out"),
+                     "--cache", str(tmp_path / "cache"), "--quiet"])
+    finally:
+        MODELS._entries.pop("test_cli_plugin", None)
+    assert code == 0
+    assert len(list((tmp_path / "cache" / "checkpoints").glob("test_cli_plugin-synthetic-16-*.pt"))) == 1
+    assert "test_cli_plugin" in (tmp_path / "out" / "table1.md").read_text()
+
+
 def test_config_splits_into_common_model_and_objective_parts():
     config = TrainConfig.from_dict({"steps": 7, "arch": "small", "n_masks": 8, "loss_weights": [1, 1, 10],
                                     "model_options": {"depth": 1}})
