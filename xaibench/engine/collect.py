@@ -9,6 +9,8 @@ import pandas as pd
 import torch
 
 from xaibench.engine.context import Context
+from xaibench.engine.kinds import payload_explanation
+from xaibench.methods import Explanation
 from xaibench.engine.units import Outcome, Unit
 
 SCORE_COLUMNS = ["dataset", "seed", "method", "image", "label", "target", "metric", "value"]
@@ -53,11 +55,10 @@ def curve_rows(p: dict[str, Any], scored: dict[str, Any]) -> list[dict[str, Any]
             for x_value, y_value in zip(x_axis, curves.double().mean(dim=0).tolist())]
 
 
-def cost_row(p: dict[str, Any], explained: dict[str, Any]) -> dict[str, Any]:
-    n_images = len(explained["targets"])
+def cost_row(p: dict[str, Any], explanation: Explanation) -> dict[str, Any]:
     return {"dataset": p["dataset"], "method": p["method"], "seed": p["seed"],
-            "ms_per_image": 1000 * explained["seconds"] / n_images, "forward_per_image": explained["n_forward"],
-            "backward_per_image": explained["n_backward"]}
+            "ms_per_image": explanation.ms_per_image, "forward_per_image": explanation.n_forward,
+            "backward_per_image": explanation.n_backward}
 
 
 def table1_rows(p: dict[str, Any], evaluated: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,11 +92,12 @@ class _Collector:
         self.table1.extend(table1_rows(unit.params, outcome.payload))
 
     def explain(self, unit: Unit, outcome: Outcome) -> None:
-        p, explained = unit.params, outcome.payload
-        self.costs.append(cost_row(p, explained))
+        p, explanation = unit.params, payload_explanation(outcome.payload)
+        self.costs.append(cost_row(p, explanation))
         self.frames.explanations.append({"dataset": p["dataset"], "seed": p["seed"], "method": p["method"],
-                                         "image": torch.arange(len(explained["targets"])),
-                                         "target": explained["targets"], "attributions": explained["attributions"]})
+                                         "image": torch.arange(len(explanation.attributions)),
+                                         "target": outcome.payload["targets"],
+                                         "attributions": explanation.attributions})
         figures = self.frames.figure_data
         if not self.n_figure_images or figures.get(p["dataset"], {}).get("seed", p["seed"]) != p["seed"]:
             return
@@ -105,7 +107,7 @@ class _Collector:
             "seed": p["seed"], "images": batch.x[shown].cpu(), "labels": batch.labels[shown].cpu(),
             "masks": batch.dataset.pixel_masks[batch.indices[shown]] if batch.dataset.has_ground_truth else None,
             "maps": {}})
-        entry["maps"][p["method"]] = patches_to_pixels(explained["attributions"][shown], batch.x.shape[-1])
+        entry["maps"][p["method"]] = patches_to_pixels(explanation.attributions[shown], batch.x.shape[-1])
 
     def score(self, unit: Unit, outcome: Outcome) -> None:
         p, scored = unit.params, outcome.payload
