@@ -30,3 +30,12 @@ def test_the_engine_steps_live_where_the_architecture_doc_says():
     doc = (REPO / "docs" / "architecture.md").read_text()
     for step in ("plan", "execute", "collect", "report"):
         assert f"xaibench/engine/{step}.py" in doc
+
+
+def test_every_package_folder_ships_in_the_wheel():
+    import tomllib
+
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"xaibench." + ".".join(p.parent.relative_to(REPO / "xaibench").parts) if p.parent != REPO / "xaibench"
+             else "xaibench" for p in (REPO / "xaibench").rglob("__init__.py")}
+    assert found <= declared
