@@ -14,6 +14,6 @@ python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm._
 echo "== CUDA tests"; timeout 150 python3 -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
 echo "== bench_training ViT-B/16 224"; timeout 100 python3 benchmarks/bench_training.py --device cuda --arch vit-b \
     --img-size 224 --in-chans 3 --batch-size 32 --n-masks 4 --repeats 5 --models ofa,vit,resnet50 2>&1 | tee "$OUT/bench_training_vitb.txt"
-echo "== recipe sweep"; timeout "${SWEEP_SECONDS:-200}" python3 benchmarks/recipe_sweep.py --device cuda \
+echo "== recipe sweep"; timeout "${SWEEP_SECONDS:-200}" python3 experiments/recipe_sweep.py --device cuda \
     --base '{"steps": 300, "init_steps": 300, "eval_every": 100}' --configs "$SWEEP_CONFIGS" 2>&1 | tee "$OUT/sweep.txt"
 rm -f xaibench/methods xaibench/metrics
