@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         def call():
             g = torch.Generator(device=device).manual_seed(0)
             if name == "srg":
-                return srg(model.forward_fn, inputs, attributions, targets, steps=steps, batch_size=bs, generator=g)
+                return srg(model.forward_fn, inputs, attributions, targets, steps=steps, batch_size=bs, generator=g,
+                           random_baseline=False)  # MIF and LIF only: the measured 2K - 2 inputs per image
             return rsrg(model.forward_fn, inputs, attributions, targets, n_draws=args.n_draws, steps=steps,
                         batch_size=bs, generator=g)
 
