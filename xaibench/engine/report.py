@@ -20,6 +20,17 @@ from xaibench.tables import (DATASET_LABELS, METHOD_LABELS, cost_table, flat_mar
                              mean_curves, summary, table1, table2, wilcoxon_tests, write_table)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (float results of a training can differ between CPU models), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(config: dict[str, Any], device: torch.device, timings: dict[str, float]) -> dict[str, Any]:
     """Versions, commit, device and configuration: the head of every manifest."""
     try:
@@ -33,7 +44,7 @@ def environment(config: dict[str, Any], device: torch.device, timings: dict[str,
     return {"xaibench": __version__, "git_commit": commit, "python": platform.python_version(),
             "torch": torch.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-            platform.processor() or platform.machine(), "config": config, "timings_s": timings,
+            cpu_name(), "config": config, "timings_s": timings,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
