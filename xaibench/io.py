@@ -44,6 +44,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes: a file a key depends on is keyed by what it holds, not by its name."""
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+
+
 def stable_hash(obj: Any, length: int = 16) -> str:
     """Hash of a JSON-able object that does not depend on dict order or the Python session."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))

@@ -94,9 +94,12 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
     A failing unit raises RunFailedError, or with keep_going is recorded in the result and its dependents skipped.
     """
     started, out, overrides = time.perf_counter(), Path(out), overrides or {}
-    plan, _ = plan_run(options, config=config, overrides=overrides, root=root, device=device,
-                       train_baselines=train_baselines)
+    plan, setup = plan_run(options, config=config, overrides=overrides, root=root, device=device,
+                           train_baselines=train_baselines)
     ctx = Context(device, cache, progress)
+    for unit in plan:  # the test splits the plan read: not read again
+        if "spec" in unit.params and unit.params["spec"].name in setup.tests:
+            ctx.test_split(unit.params["spec"], setup.tests[unit.params["spec"].name])
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))

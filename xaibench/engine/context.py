@@ -30,6 +30,7 @@ class Context:
     cache: Path | None = None
     progress: bool = True
     _tests: dict[tuple[str, int], TestBatch] = field(default_factory=dict)
+    _splits: dict[str, Any] = field(default_factory=dict)  # repr(spec.key()) -> the test split
 
     def __post_init__(self) -> None:
         self.cache_root = Path(self.cache or cache_dir())
@@ -43,11 +44,18 @@ class Context:
         return tqdm(starts, desc=label, leave=False, disable=not self.progress or len(starts) < 2,
                     dynamic_ncols=True, file=sys.stderr)
 
+    def test_split(self, spec, loaded=None):
+        """The test split of `spec` (a DataSpec), read once per execution (or `loaded`, read by the plan)."""
+        key = repr(spec.key())
+        if key not in self._splits:
+            self._splits[key] = loaded if loaded is not None else spec.load("test")
+        return self._splits[key]
+
     def test_batch(self, spec, n_test: int) -> TestBatch:
         """The first `n_test` test images of `spec` (a DataSpec), loaded once per execution."""
         memo_key = (repr(spec.key()), n_test)
         if memo_key not in self._tests:
-            test = spec.load("test")
+            test = self.test_split(spec)
             indices = torch.arange(min(n_test, len(test)))
             x, labels = test.batch(indices, device=self.device)
             self._tests[memo_key] = TestBatch(indices, x, labels, test)

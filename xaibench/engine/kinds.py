@@ -2,7 +2,6 @@
 a score, a Table 1 row. Each kind turns its params and its dependencies' results into a payload."""
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ class LoadKind(UnitKind):
         from xaibench.models import build_classifier
 
         start, p = time.perf_counter(), unit.params
-        info = p["spec"].load("test").info
+        info = ctx.test_split(p["spec"]).info
         model = build_classifier(p["model"], num_classes=info.n_classes, in_chans=info.in_chans,
                                  img_size=info.size, checkpoint=p["checkpoint"], **p["options"])
         if hasattr(model, "set_fill") and p["options"].get("fill", "mean") == "mean":
@@ -71,11 +70,6 @@ class LoadKind(UnitKind):
         return f" (from {payload.path})"
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes: a user's checkpoint is keyed by what it holds, not its name."""
-    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
-
-
 @register_kind
 class EvaluateKind(UnitKind):
     """Test AUC and ACC of a trained classifier (a Table 1 row): medmnist's Evaluator, or the in-tree scores."""
@@ -85,7 +79,7 @@ class EvaluateKind(UnitKind):
     def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
         start, p = time.perf_counter(), unit.params
         trained = _model(deps, unit)
-        test = p["spec"].load("test")
+        test = ctx.test_split(p["spec"])
         probabilities = predict_proba(trained.model, test, ctx.device)
         if p["medmnist"]:
             scores = medmnist_evaluate(probabilities, test, p["data_root"])

@@ -13,10 +13,10 @@ import torch
 from xaibench.cache import code_fingerprint, unit_key
 from xaibench.data import data_root
 from xaibench.engine.context import Context
-from xaibench.engine.kinds import file_digest
 from xaibench.engine.options import RunOptions, data_spec, train_config_for
 from xaibench.engine.units import UNIT_KINDS, Unit
 from xaibench.errors import XaibenchError
+from xaibench.io import file_digest
 from xaibench.metrics import create_metric
 from xaibench.registry import METHODS, METRICS
 from xaibench.training import DataSpec, checkpoint_key

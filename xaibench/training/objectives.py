@@ -7,7 +7,6 @@ A plugin adds an objective with `@register_objective("name")` on an `Objective` 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from xaibench.errors import XaibenchError
+from xaibench.io import file_digest
 from xaibench.registry import MODELS, Registry
 from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, classification_loss, ofa_loss
 from xaibench.training.masks import MASK_SIZES
@@ -111,7 +111,7 @@ class OFAObjective(Objective):
         options = asdict(self.options)
         init = options["init"]
         if init and init not in MODELS and Path(init).expanduser().is_file():  # a file's contents, not its name
-            options["init"] = hashlib.sha256(Path(init).expanduser().read_bytes()).hexdigest()
+            options["init"] = file_digest(init)
         return options
 
     def warm_start(self, model, config, train):
