@@ -53,3 +53,21 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """Hash of a JSON-able object that does not depend on dict order or the Python session."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def worker_id() -> str:
+    """Who computes: 'host:pid' of this process (recorded beside a result, never part of its key)."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def unit_lock(path: str | os.PathLike, timeout: float = -1):
+    """An exclusive lock beside `path` (`<path>.lock`, an OS file lock: released when its process dies), so two
+    processes or machines sharing a cache never compute the same result at once. Use as a context manager;
+    after acquiring it, check again whether the result exists (another process may have finished it)."""
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=timeout)
