@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from xaibench.io import atomic_torch_save, stable_hash
+from xaibench.io import atomic_torch_save, stable_hash, unit_lock, worker_id
 
 #: bump when the content or meaning of a unit file changes; old files are then ignored
 #: 2 (xaibench 0.2.0): keys chain through the planned units' keys; every file records its format and writer
 UNIT_VERSION = 2
 FORMAT_KEY = "__unit_format__"
 WRITER_KEY = "__written_by__"
+COMPUTED_BY_KEY = "__computed_by__"
 
 
 def unit_key(kind: str, inputs: dict[str, Any]) -> str:
@@ -87,6 +88,11 @@ class UnitStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.ignored: list[Path] = []
+        self.writers: dict[str, str] = {}  # key -> 'host:pid' that computed the loaded file
+
+    def lock(self, kind: str, key: str):
+        """The unit's file lock (a context manager): one process at a time computes it."""
+        return unit_lock(self.path(kind, key))
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
@@ -104,10 +110,13 @@ class UnitStore:
             self.ignored.append(path)
             return None
         payload.pop(WRITER_KEY, None)
+        computed_by = payload.pop(COMPUTED_BY_KEY, None)
+        if computed_by:
+            self.writers[key] = computed_by
         return payload
 
     def save(self, kind: str, key: str, payload: dict[str, Any]) -> Path:
         from xaibench import __version__
 
-        return atomic_torch_save({**payload, FORMAT_KEY: UNIT_VERSION, WRITER_KEY: __version__},
-                                 self.path(kind, key))
+        return atomic_torch_save({**payload, FORMAT_KEY: UNIT_VERSION, WRITER_KEY: __version__,
+                                  COMPUTED_BY_KEY: worker_id()}, self.path(kind, key))

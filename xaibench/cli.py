@@ -59,6 +59,25 @@ def _comma_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _grid(args: argparse.Namespace):
+    """The Grid of --backend/--jobs/--scheduler/--threads (checked here: a missing extra is a usage error)."""
+    from xaibench.engine.grid import Grid
+
+    grid = Grid(args.backend, args.jobs, args.scheduler, args.threads, tuple(args.plugins or ()))
+    grid.check_installed()
+    return grid
+
+
 def _load_plugins(args: argparse.Namespace) -> None:
     """First of all: plugins may add methods, metrics, datasets or models named by the other options."""
     if getattr(args, "plugins", None):
@@ -95,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run_table1(models, datasets, size=args.size, root=args.data_root, seeds=args.seeds, out=out,
                             device=device, config=config, overrides=parse_overrides(args.set),
                             cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
-                            keep_going=args.keep_going, dry_run=args.dry_run)
+                            keep_going=args.keep_going, dry_run=args.dry_run, grid=_grid(args))
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -143,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                device=device, cache=Path(args.cache) if args.cache else None,
                                keep_going=args.keep_going, progress=not args.quiet,
                                train_baselines=args.train_baselines, command=["xaibench", *sys.argv[1:]],
-                               dry_run=args.dry_run, save_maps=args.save_attributions)
+                               dry_run=args.dry_run, save_maps=args.save_attributions, grid=_grid(args))
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -173,6 +192,17 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (every unit, cached or to do) and exit; nothing is trained or written")
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no training log")
+    grid = parser.add_argument_group("where units run (the results do not depend on it at equal --threads)")
+    grid.add_argument("--backend", default="serial", choices=["serial", "loky", "dask", "ray"],
+                      help="serial: one unit after another in this process (default); loky: --jobs local worker "
+                           "processes; dask: a dask.distributed cluster (--scheduler, else a local one of --jobs "
+                           "workers; pip install 'xaibench[dask]'); ray: ray's joblib backend ('xaibench[ray]')")
+    grid.add_argument("--jobs", type=_positive_int, default=1,
+                      help="parallel workers (default 1; with loky, dask or ray; one GPU each when several)")
+    grid.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="address of a running dask scheduler")
+    grid.add_argument("--threads", type=_positive_int,
+                      help="torch intra-op threads per unit (default: all cores when serial, cores/jobs in a "
+                           "worker). CPU results depend on it: equal --threads give byte-identical tables")
 
 
 def _add_list(sub) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from xaibench.data import data_root
+from xaibench.engine.grid import Grid
 from xaibench.engine import (BASELINE_MODELS, TARGETS, Context, Frames, Plan, RunFailedError, RunOptions, Unit,
                              cached_units, collect, environment, execute, one_line, plan_run, plan_train,
                              resolve_device, run_config, save_attributions, train_config_for, write_figures,
@@ -54,14 +55,14 @@ def describe_plan(plan: list[Unit], ctx: Context) -> str:
     return "\n".join(lines)
 
 
-def _executed(plan: Plan, ctx: Context, keep_going: bool) -> dict:
-    return execute(plan, ctx, on_error="continue" if keep_going else "stop")
+def _executed(plan: Plan, ctx: Context, keep_going: bool, grid: Grid | None) -> dict:
+    return execute(plan, ctx, on_error="continue" if keep_going else "stop", grid=grid)
 
 
 def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: str | None = None,
                seeds: list[int] = (0,), out: Path, device: torch.device, config: dict[str, Any] | None = None,
                overrides: dict[str, Any] | None = None, cache: Path | None = None, progress: bool = True,
-               keep_going: bool = False, dry_run: bool = False) -> RunResult:
+               keep_going: bool = False, dry_run: bool = False, grid: Grid | None = None) -> RunResult:
     """Train (or load) each model on each dataset and seed; test AUC/ACC; write Table 1 into `out`."""
     started, config, out = time.perf_counter(), config or {}, Path(out)
     plan = plan_train(list(models), list(datasets), list(seeds), size=size, root=root, config=config,
@@ -70,7 +71,7 @@ def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: 
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
-    outcomes = _executed(plan, ctx, keep_going)
+    outcomes = _executed(plan, ctx, keep_going, grid)
     frames = collect(plan, outcomes, ctx)
     files = write_table1(out, frames, config, device) if len(frames.table1) else []
     return _result(frames, out, files, outcomes, started)
@@ -86,7 +87,7 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
                   root: str | None = None, out: str | Path, device: torch.device, cache: Path | None = None,
                   keep_going: bool = False, progress: bool = True, train_baselines: bool = False,
                   command: list[str] | None = None, dry_run: bool = False,
-                  save_maps: bool = False) -> RunResult:
+                  save_maps: bool = False, grid: Grid | None = None) -> RunResult:
     """Train or load the evaluated network per dataset and seed, explain the first n_test test images with
     every method, score them with every metric, and write Table 2, side tables, figures and a manifest.
 
@@ -103,7 +104,7 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
-    outcomes = _executed(plan, ctx, keep_going)
+    outcomes = _executed(plan, ctx, keep_going, grid)
     frames = collect(plan, outcomes, ctx, options.n_figure_images if options.figures else 0)
     files = write_run_outputs(out, frames, options.methods, options.datasets)
     files += _optional_outputs(out, frames, options, keep_going, save_maps)
@@ -119,7 +120,7 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
         "cache": str(ctx.cache_root), "checkpoints": frames.checkpoints, "units": frames.units,
         "n_units": len(plan), "n_cached": result.n_cached, "failures": frames.failures,
         "skipped": result.skipped, "not_applicable": {f"{d}/{m}": why for (d, m), why in frames.unavailable.items()},
-        "wall_seconds": round(result.seconds, 1)})
+        "grid": asdict(grid or Grid()), "wall_seconds": round(result.seconds, 1)})
     result.files = files + [write_manifest(out, record, files)]
     return result
 

@@ -122,7 +122,8 @@ class _Collector:
     def note(self, unit: Unit, outcome: Outcome) -> None:
         """Per-unit time and cache state, failures, and the n/a cells of methods that do not suit the model."""
         if outcome.ok:
-            self.frames.units[unit.label] = {"seconds": round(outcome.seconds, 3), "cached": outcome.status == "cached"}
+            self.frames.units[unit.label] = {"seconds": round(outcome.seconds, 3), "cached": outcome.status == "cached",
+                                             "computed_by": outcome.computed_by}
         elif outcome.status == "failed":
             self.frames.failures.append({"unit": unit.label, "error": outcome.error or "",
                                          "traceback": outcome.traceback or ""})

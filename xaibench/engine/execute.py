@@ -1,8 +1,10 @@
-"""execute(units, ctx, on_error) -> {key: Outcome}: run a plan's units in order, each loaded or computed.
+"""execute(units, ctx, on_error, grid) -> {key: Outcome}: run a plan's units, each loaded or computed.
 
-A unit whose dependency failed (or does not apply) is not attempted: it is reported as skipped (or n/a).
-With on_error="stop" the first failure raises RunFailedError (finished units stay cached, so a rerun resumes);
-with on_error="continue" the others finish. The progress bar counts the plan's units.
+Serially (the default) the units run in plan order in this process; with a parallel `Grid` (grid.py) they
+run in waves on joblib's workers, each wave's units at once. A unit whose dependency failed (or does not
+apply) is not attempted: it is reported as skipped (or n/a). With on_error="stop" the first failure raises
+RunFailedError (finished units stay cached, so a rerun resumes); with on_error="continue" the others finish.
+The progress bar counts the plan's units.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from xaibench.engine.context import Context
+from xaibench.engine.grid import Grid, Task, closure, waves
 from xaibench.engine.units import UNIT_KINDS, NotApplicable, Outcome, Unit
 from xaibench.errors import XaibenchError
+from xaibench.io import worker_id
 
 logger = logging.getLogger("xaibench.run")
 ON_ERROR = ("stop", "continue")
@@ -62,7 +66,8 @@ def run_unit(unit: Unit, ctx: Context, outcomes: dict[str, Outcome]) -> Outcome:
     except Exception as error:  # a unit's failure must not lose the finished ones
         return Outcome(unit, "failed", error=one_line(error), traceback=traceback.format_exc(),
                        usage=isinstance(error, XaibenchError))
-    return Outcome(unit, "cached" if cached else "done", seconds, payload)
+    computed_by = kind.computed_by(unit, ctx, payload) if cached else worker_id()
+    return Outcome(unit, "cached" if cached else "done", seconds, payload, computed_by=computed_by)
 
 
 def _log(outcome: Outcome) -> None:
@@ -76,27 +81,76 @@ def _log(outcome: Outcome) -> None:
         logger.info(f"{label}: {'cached' if status == 'cached' else f'done in {outcome.seconds:.2f} s'}{detail}")
 
 
-def execute(units: list[Unit], ctx: Context, on_error: str = "stop") -> dict[str, Outcome]:
-    """Run every unit in order; returns the outcome of each by key (in the plan's order)."""
+def execute(units: list[Unit], ctx: Context, on_error: str = "stop", grid: Grid | None = None) -> dict[str, Outcome]:
+    """Run every unit (serially in plan order, or in parallel waves); the outcome of each by key, in plan order."""
     if on_error not in ON_ERROR:
         raise XaibenchError(f"unknown on_error {on_error!r}; valid: {', '.join(ON_ERROR)}")
+    grid = grid or Grid()
     outcomes: dict[str, Outcome] = {}
     bar = tqdm(total=len(units), desc="xaibench", unit="unit", disable=not ctx.progress, dynamic_ncols=True,
                file=sys.stderr)
     try:
-        for unit in units:
-            outcome = run_unit(unit, ctx, outcomes)
-            outcomes[unit.key] = outcome
-            _log(outcome)
-            bar.update(1)
-            if outcome.status == "failed" and on_error == "stop":
-                cause = outcome.error or ""
-                raise RunFailedError(f"{unit.label} failed: {cause} (finished units are cached: rerunning resumes; "
-                                     f"--keep-going runs the other units)", 2 if outcome.usage else 1)
+        if grid.parallel:
+            _parallel(units, ctx, grid, outcomes, bar, on_error)
+        else:
+            with _threads(grid.threads):
+                for unit in units:
+                    _finished(run_unit(unit, ctx, outcomes), outcomes, bar, on_error)
     finally:
         bar.close()
         _say_ignored(ctx)
-    return outcomes
+    return {unit.key: outcomes[unit.key] for unit in units if unit.key in outcomes}
+
+
+def _finished(outcome: Outcome, outcomes: dict[str, Outcome], bar, on_error: str) -> None:
+    """Record, log and count one outcome; a failure stops the run unless on_error is 'continue'."""
+    unit = outcome.unit
+    outcomes[unit.key] = outcome
+    _log(outcome)
+    bar.update(1)
+    if outcome.status == "failed" and on_error == "stop":
+        raise RunFailedError(f"{unit.label} failed: {outcome.error or ''} (finished units are cached: rerunning "
+                             f"resumes; --keep-going runs the other units)", 2 if outcome.usage else 1)
+
+
+def _parallel(units: list[Unit], ctx: Context, grid: Grid, outcomes: dict[str, Outcome], bar, on_error: str) -> None:
+    """Each wave's units at once on the grid's workers; a worker loads the dependencies from the shared cache."""
+    from xaibench.engine.grid import _Backend
+
+    by_key = {unit.key: unit for unit in units}
+    with _Backend(grid) as backend:
+        for wave in waves(units):
+            tasks = []
+            for unit in wave:
+                blocked = _blocked(unit, outcomes)
+                if blocked is not None:
+                    _finished(blocked, outcomes, bar, on_error)
+                else:
+                    tasks.append(Task(unit, closure(unit, by_key), grid, str(ctx.device), str(ctx.cache_root),
+                                      slot=len(tasks)))
+            if tasks:
+                for outcome in backend.map(tasks):
+                    _finished(outcome, outcomes, bar, on_error)
+
+
+class _threads:
+    """torch's intra-op thread count set for a block (None: left as it is)."""
+
+    def __init__(self, threads: int | None):
+        self.threads, self.before = threads, None
+
+    def __enter__(self) -> None:
+        if self.threads:
+            import torch
+
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc) -> None:
+        if self.before:
+            import torch
+
+            torch.set_num_threads(self.before)
 
 
 def _say_ignored(ctx: Context) -> None:

@@ -11,6 +11,7 @@ import torch
 from xaibench.cache import derive_seed
 from xaibench.engine.context import Context
 from xaibench.engine.units import NotApplicable, Unit, UnitKind, register_kind
+from xaibench.io import worker_id
 from xaibench.methods import Explanation, create_method
 from xaibench.metrics import create_metric
 from xaibench.training import (TrainedModel, checkpoint_path, classification_scores, medmnist_evaluate,
@@ -38,10 +39,17 @@ class TrainKind(UnitKind):
         trained = train_model(p["model"], p["spec"], p["config"], p["seed"], ctx.device, ctx.cache_root,
                               ctx.progress)
         trained.model.eval()
-        return trained, was_cached, time.perf_counter() - start
+        computed_by = trained.record.get("computed_by")  # another process may have trained it while we waited
+        return trained, was_cached or computed_by not in (None, worker_id()), time.perf_counter() - start
 
     def detail(self, payload: Any) -> str:
         return f" (checkpoint {payload.path.name})"
+
+    def portable(self, payload: Any) -> Any:
+        return TrainedModel(None, payload.record, payload.path)  # the weights stay in the checkpoint
+
+    def computed_by(self, unit: Unit, ctx: Context, payload: Any) -> str | None:
+        return payload.record.get("computed_by")
 
 
 @register_kind
@@ -68,6 +76,12 @@ class LoadKind(UnitKind):
 
     def detail(self, payload: Any) -> str:
         return f" (from {payload.path})"
+
+    def portable(self, payload: Any) -> Any:
+        return TrainedModel(None, payload.record, payload.path)
+
+    def computed_by(self, unit: Unit, ctx: Context, payload: Any) -> str | None:
+        return None  # nothing is computed: the user's file is loaded
 
 
 @register_kind

@@ -42,6 +42,7 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     usage: bool = False  # failed on a XaibenchError (bad option, broken plugin output): exit code 2
+    computed_by: str | None = None  # 'host:pid' of the process that computed the result (cached ones too)
 
     @property
     def ok(self) -> bool:
@@ -76,15 +77,27 @@ class UnitKind:
         """Extra text after the unit's log line."""
         return ""
 
+    def portable(self, payload: Any) -> Any:
+        """The payload as a worker process sends it back to the main process (default: as it is)."""
+        return payload
+
+    def computed_by(self, unit: Unit, ctx: "Context", payload: Any) -> str | None:
+        """Which process computed a cached result, as its file records it."""
+        return ctx.store.writers.get(unit.key)
+
     def run(self, unit: Unit, ctx: "Context", deps: dict[str, Any]) -> tuple[Any, bool, float]:
-        """(payload, was cached, seconds): loads a finished result, else computes and stores it."""
+        """(payload, was cached, seconds): loads a finished result, else computes and stores it. The unit's
+        lock makes a process that finds another one computing the same unit wait, then load its result."""
         start = time.perf_counter()
         payload = self.load(unit, ctx)
-        if payload is not None:
-            return payload, True, self.seconds(payload, time.perf_counter() - start)
-        payload = self.compute(unit, ctx, deps)
-        self.save(unit, ctx, payload)
-        return payload, False, time.perf_counter() - start
+        if payload is None:
+            with ctx.store.lock(self.name, unit.key):
+                payload = self.load(unit, ctx)
+                if payload is None:
+                    payload = self.compute(unit, ctx, deps)
+                    self.save(unit, ctx, payload)
+                    return payload, False, time.perf_counter() - start
+        return payload, True, self.seconds(payload, time.perf_counter() - start)
 
 
 UNIT_KINDS: dict[str, UnitKind] = {}
