@@ -9,6 +9,7 @@ import torch.nn.functional as F
 # Images are scaled to [-1, 1]: (x / 255 - MEAN) / STD.
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.5
+SUM_CHUNK_ELEMENTS = 1 << 23  # uint8 values summed at a time by `channel_mean` (64 MB as int64)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class DatasetInfo:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """A split held in memory as a uint8 tensor [N, C, H, W] with int64 labels [N].
+    """A split held in memory as a uint8 tensor [N, C, H, W] with int64 labels [N]; float only per batch.
 
     `pixel_masks` (bool [N, H, W]) is the ground truth where a dataset has one
     (the synthetic set); MedMNIST has none.
@@ -55,11 +56,14 @@ class ImageDataset(torch.utils.data.Dataset):
         """Images as float [B, C, H, W] in [-1, 1] and labels [B], on `device`."""
         images = self.images if indices is None else self.images[indices]
         labels = self.labels if indices is None else self.labels[indices]
-        images = images.to(device)
+        device = torch.device(device) if device is not None else images.device
+        if device.type == "cuda" and images.device.type == "cpu":  # uint8 crosses, pinned, float on the device
+            images, labels = images.contiguous().pin_memory(), labels.pin_memory()
+        images = images.to(device, non_blocking=True)
         x = to_float(images)
         if as_rgb and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        return x, labels.to(device)
+        return x, labels.to(device, non_blocking=True)
 
     def patch_masks(self, patch_size: int, indices: torch.Tensor | slice | None = None) -> torch.Tensor | None:
         """Ground truth per patch, bool [N, n_patches]: a patch is positive if it holds any lesion pixel."""
@@ -69,8 +73,15 @@ class ImageDataset(torch.utils.data.Dataset):
         return pixel_to_patch_mask(masks, patch_size)
 
     def channel_mean(self) -> torch.Tensor:
-        """Mean of the normalised training images per channel [C] (the default occlusion fill)."""
-        return to_float(self.images).mean(dim=(0, 2, 3))
+        """Mean of the normalised training images per channel [C] (the default occlusion fill): exact sums of
+        the uint8 values, a chunk of rows at a time, so no float copy of the split is made."""
+        n, channels = self.images.shape[:2]
+        rows = max(1, SUM_CHUNK_ELEMENTS // max(1, self.images[0].numel()))
+        total = torch.zeros(channels, dtype=torch.int64, device=self.images.device)
+        for start in range(0, n, rows):
+            total += self.images[start:start + rows].sum(dim=(0, 2, 3), dtype=torch.int64)
+        mean = total.double() / max(1, n * self.images.shape[2] * self.images.shape[3])
+        return ((mean / 255.0 - PIXEL_MEAN) / PIXEL_STD).float()
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
