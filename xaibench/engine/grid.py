@@ -227,4 +227,10 @@ class _Backend:
         """The outcomes of `tasks` as they finish (any order)."""
         from joblib import Parallel, delayed
 
-        return Parallel(return_as="generator_unordered")(delayed(run_task)(task) for task in tasks)
+        calls = [delayed(run_task)(task) for task in tasks]
+        for return_as in ("generator_unordered", "generator"):
+            try:
+                return Parallel(return_as=return_as)(calls)
+            except ValueError:  # a backend that cannot yield results as they come (ray's)
+                continue
+        return iter(Parallel(return_as="list")(calls))

@@ -1,0 +1,136 @@
+"""The unit grid: the same tables from every backend and number of workers, one computation per unit when
+processes share a cache, and clear errors for bad grid options."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xaibench.cli import main
+from xaibench.engine.grid import Grid, closure, waves
+from xaibench.engine.units import Unit
+from xaibench.errors import XaibenchError
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from test_run import TINY_RUN  # noqa: E402
+
+RESULTS = ("table2.csv", "scores_long.csv", "curves.csv", "wilcoxon.csv")
+
+BOOM_PLUGIN = '''
+from xaibench.methods import Explainer
+from xaibench.registry import register_method
+
+
+@register_method("test.boom")
+class Boom(Explainer):
+    """Raises (a broken explainer)."""
+
+    needs_gradients = False
+
+    def attribute(self, inputs, targets, generator=None):
+        raise RuntimeError("boom")
+'''
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RUN)
+    return path
+
+
+def _run(config: Path, out: Path, cache: Path, *extra: str) -> int:
+    return main(["run", "--config", str(config), "--size", "16", "--out", str(out), "--cache", str(cache),
+                 "--quiet", "--no-figures", "--threads", "1", "--methods", "ofa,grad", *extra])
+
+
+def test_waves_put_every_dependency_in_an_earlier_wave_and_closure_lists_them_first():
+    train = Unit("train", "t", "T")
+    explain = Unit("explain", "e", "E", ("T",))
+    score = Unit("score", "s", "S", ("T", "E"))
+    other = Unit("train", "t2", "T2")
+    plan = [train, explain, score, other]
+    assert [[u.key for u in wave] for wave in waves(plan)] == [["T", "T2"], ["E"], ["S"]]
+    assert [u.key for u in closure(score, {u.key: u for u in plan})] == ["T", "E"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"backend": "spark"}, "unknown backend 'spark'; valid: serial, loky, dask, ray"),
+    ({"backend": "loky", "jobs": 0}, "--jobs must be an integer >= 1, got 0"),
+    ({"backend": "loky", "scheduler": "tcp://127.0.0.1:8786"}, "needs --backend dask"),
+    ({"backend": "serial", "jobs": 2}, "needs a parallel backend"),
+])
+def test_bad_grid_options_are_named(kwargs, message):
+    with pytest.raises(XaibenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Grid(**kwargs)
+
+
+def test_bad_grid_flags_exit_2(tmp_path, tiny, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _run(tiny, tmp_path / "o", tmp_path / "c", "--backend", "loky", "--jobs", "0")
+    assert stop.value.code == 2 and "expected an integer >= 1, got '0'" in capsys.readouterr().err
+    assert _run(tiny, tmp_path / "o", tmp_path / "c", "--jobs", "2") == 2
+    assert "needs a parallel backend" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_loky_and_dask_give_the_serial_tables(tmp_path, tiny):
+    assert _run(tiny, tmp_path / "serial", tmp_path / "c-serial") == 0
+    assert _run(tiny, tmp_path / "loky", tmp_path / "c-loky", "--backend", "loky", "--jobs", "2") == 0
+    assert _run(tiny, tmp_path / "dask", tmp_path / "c-dask", "--backend", "dask", "--jobs", "2") == 0
+    for name in RESULTS:
+        serial = (tmp_path / "serial" / name).read_bytes()
+        assert (tmp_path / "loky" / name).read_bytes() == serial, name
+        assert (tmp_path / "dask" / name).read_bytes() == serial, name
+    manifest = json.loads((tmp_path / "loky" / "manifest.json").read_text())
+    assert manifest["grid"]["backend"] == "loky" and manifest["grid"]["jobs"] == 2
+    workers = {unit["computed_by"] for unit in manifest["units"].values()}
+    assert f"{os.uname().nodename}:{os.getpid()}" not in workers  # the workers computed, not this process
+    # a second run on the loky cache computes nothing, whatever the backend
+    assert _run(tiny, tmp_path / "again", tmp_path / "c-loky") == 0
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert all(unit["cached"] for unit in again["units"].values())
+    assert (tmp_path / "again" / "table2.csv").read_bytes() == (tmp_path / "serial" / "table2.csv").read_bytes()
+
+
+def test_a_failing_unit_in_a_worker_skips_its_dependents(tmp_path, tiny, capsys):
+    plugin = tmp_path / "boom.py"
+    plugin.write_text(BOOM_PLUGIN)
+    code = main(["run", "--config", str(tiny), "--size", "16", "--out", str(tmp_path / "o"), "--cache",
+                 str(tmp_path / "c"), "--quiet", "--no-figures", "--threads", "1", "--methods", "ofa,test.boom",
+                 "--plugins", str(plugin), "--backend", "loky", "--jobs", "2", "--keep-going"])
+    assert code == 1
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert [f["unit"] for f in manifest["failures"]] == ["explain synthetic/seed0/test.boom"]
+    assert "RuntimeError: boom" in manifest["failures"][0]["error"]
+    assert sorted(manifest["skipped"]) == sorted(f"score synthetic/seed0/test.boom/{m}"
+                                                 for m in ("srg", "rsrg", "localization"))
+    assert "OFA" in (tmp_path / "o" / "table2.md").read_text()
+
+
+def test_two_processes_on_one_cache_compute_each_unit_once(tmp_path, tiny):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny), "--size", "16", "--cache",
+               str(tmp_path / "cache"), "--quiet", "--no-figures", "--threads", "1", "--methods", "ofa,grad"]
+    runs = [subprocess.Popen(command + ["--out", str(tmp_path / name)], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    for run in runs:
+        assert run.wait(timeout=240) == 0, run.stderr.read()
+    manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("a", "b")]
+    assert manifests[0]["units"].keys() == manifests[1]["units"].keys()
+    for label in manifests[0]["units"]:
+        entries = [manifest["units"][label] for manifest in manifests]
+        assert sorted(entry["cached"] for entry in entries) == [False, True], (label, entries)
+        assert entries[0]["computed_by"] == entries[1]["computed_by"], (label, entries)
+    assert (tmp_path / "a" / "table2.csv").read_bytes() == (tmp_path / "b" / "table2.csv").read_bytes()
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("ray") is None,
+                    reason="ray is an optional extra (pip install 'xaibench[ray]')")
+def test_ray_gives_the_serial_tables(tmp_path, tiny):
+    assert _run(tiny, tmp_path / "serial", tmp_path / "c1") == 0
+    assert _run(tiny, tmp_path / "ray", tmp_path / "c2", "--backend", "ray", "--jobs", "2") == 0
+    assert (tmp_path / "ray" / "table2.csv").read_bytes() == (tmp_path / "serial" / "table2.csv").read_bytes()
