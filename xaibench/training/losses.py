@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from xaibench.models.ofa import OFANet
-from xaibench.training.masks import informed_keep_masks, uniform_keep_masks
+from xaibench.training.masks import BatchShard, ofa_keep_masks
 
 DETACH_CHOICES = ("masked", "full", "none")
 KL_ORDERS = ("paper", "swapped")
@@ -20,12 +20,14 @@ def classification_loss(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, to
 def ofa_loss(model: OFANet, x: torch.Tensor, y: torch.Tensor, *, n_masks: int, generator: torch.Generator | None,
              uniform_share: float = 0.25, detach: str = "masked", kl_order: str = "paper",
              mask_sizes: str = "shapley", paired: bool = False,
-             weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, torch.Tensor]:
+             weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+             shard: BatchShard | None = None) -> dict[str, torch.Tensor]:
     """L = l1 + l2 + l3 with one unmasked forward and one batched forward of the B * (1 + M) masked inputs.
 
     detach="masked": the masked prediction is the target of l3 (the full image's phi learns to predict it);
     "full": the full image's u(S) is the target; "none": gradients flow into both sides.
     kl_order="paper": KL(u_x(S) || u_{x_S}(S)) as Eq. 7 writes it; "swapped": KL(u_{x_S}(S) || u_x(S)).
+    shard: x is these rows of a larger global batch (DDP); the masks are those of the global batch's draw.
     """
     batch = x.shape[0]
     n = model.n_patches
@@ -35,9 +37,8 @@ def ofa_loss(model: OFANet, x: torch.Tensor, y: torch.Tensor, *, n_masks: int, g
 
     with torch.no_grad():
         phi = (phi_plus - phi_minus).gather(2, y.view(-1, 1, 1).expand(-1, n, 1)).squeeze(2)
-    keep_uniform = uniform_keep_masks(batch, n, generator, x.device)  # [B, n]
-    keep_informed = informed_keep_masks(phi, n_masks, generator, uniform_share, sizes=mask_sizes,
-                                        paired=paired)  # [B, M, n]
+    keep_uniform, keep_informed = ofa_keep_masks(phi, n_masks, generator, uniform_share, mask_sizes, paired,
+                                                 shard)  # [B, n], [B, M, n]
     keep = torch.cat([keep_uniform[:, None], keep_informed], dim=1)  # [B, 1 + M, n]
     x_masked = x[:, None].expand(-1, 1 + n_masks, *x.shape[1:]).reshape(-1, *x.shape[1:])
     flat_keep = keep.reshape(-1, n)

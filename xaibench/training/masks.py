@@ -7,6 +7,8 @@ a share of masks is uniform so every patch is explored.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from xaibench.sampling import minmax, uniform, weighted_order
@@ -28,6 +30,42 @@ def shapley_kernel_sizes(shape: tuple[int, ...], n: int, generator: torch.Genera
 
 
 MASK_SIZES = ("shapley", "uniform")
+
+
+@dataclass(frozen=True)
+class BatchShard:
+    """Rows start:stop of a global batch of `total` images: the part one process of a DDP training computes.
+
+    Random draws are made for the whole global batch (the same generator on every process) and sliced, so a
+    sharded step draws exactly what one process draws for the global batch."""
+
+    start: int
+    stop: int
+    total: int
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """This shard's rows placed in zeros of the global batch's length."""
+        full = rows.new_zeros((self.total, *rows.shape[1:]))
+        full[self.start:self.stop] = rows
+        return full
+
+    def take(self, full: torch.Tensor) -> torch.Tensor:
+        return full[self.start:self.stop]
+
+
+def ofa_keep_masks(attributions: torch.Tensor, n_masks: int, generator: torch.Generator | None,
+                   uniform_share: float, sizes: str, paired: bool,
+                   shard: BatchShard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """OFA's masks of one step: uniform keep-masks bool [B, n] (l2) and informed ones bool [B, M, n] (l3).
+    With a shard, both are drawn for the global batch (other rows' attributions zero) and this shard's kept."""
+    if shard is not None:
+        keep_uniform, keep_informed = ofa_keep_masks(shard.pad(attributions), n_masks, generator, uniform_share,
+                                                     sizes, paired)
+        return shard.take(keep_uniform), shard.take(keep_informed)
+    batch, n = attributions.shape
+    keep_uniform = uniform_keep_masks(batch, n, generator, attributions.device)
+    keep_informed = informed_keep_masks(attributions, n_masks, generator, uniform_share, sizes=sizes, paired=paired)
+    return keep_uniform, keep_informed
 
 
 def informed_keep_masks(attributions: torch.Tensor, n_masks: int, generator: torch.Generator | None,

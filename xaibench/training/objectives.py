@@ -17,7 +17,7 @@ from xaibench.errors import XaibenchError
 from xaibench.io import file_digest
 from xaibench.registry import MODELS, Registry
 from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, classification_loss, ofa_loss
-from xaibench.training.masks import MASK_SIZES
+from xaibench.training.masks import MASK_SIZES, BatchShard
 
 OBJECTIVES = Registry("objective", ["xaibench.training.objectives"], "xaibench.objectives")
 register_objective = OBJECTIVES.register
@@ -41,8 +41,13 @@ class Objective:
     def name(self) -> str:
         return getattr(type(self), "registered_name", type(self).__name__)
 
-    def loss(self, model, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """{"loss": the tensor to minimise, other names: detached parts to log}."""
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+             shard: BatchShard | None = None) -> dict[str, torch.Tensor]:
+        """{"loss": the tensor to minimise, other names: detached parts to log}, each a mean over the batch.
+
+        An objective trains under torchrun only when it takes `shard`: x and y are then the rows shard.start:
+        shard.stop of a global batch of shard.total, and every random draw must be made for the global batch
+        and sliced (`BatchShard.pad`/`take`), so the step equals one process's step on the global batch."""
         raise NotImplementedError
 
     def images_per_example(self) -> int:
@@ -63,7 +68,7 @@ class Objective:
 class CrossEntropy(Objective):
     """l1 only: cross-entropy of the unmasked image's logits (the ResNet, ViT and Segm baselines)."""
 
-    def loss(self, model, x, y, generator):
+    def loss(self, model, x, y, generator, shard=None):  # no random draw: a shard needs nothing
         return classification_loss(model, x, y)
 
 
@@ -98,11 +103,11 @@ class OFAObjective(Objective):
 
     Options = OFAOptions
 
-    def loss(self, model, x, y, generator):
+    def loss(self, model, x, y, generator, shard=None):
         o = self.options
         return ofa_loss(model, x, y, n_masks=o.n_masks, generator=generator, uniform_share=o.uniform_share,
                         detach=o.detach, kl_order=o.kl_order, mask_sizes=o.mask_sizes, paired=o.paired,
-                        weights=o.loss_weights)
+                        weights=o.loss_weights, shard=shard)
 
     def images_per_example(self) -> int:
         return 1 + self.options.n_masks + 1

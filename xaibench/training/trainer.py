@@ -4,10 +4,13 @@ The trainer knows no model by name: the model's options pass to its factory (tho
 objective (`ce`, `ofa`, ... see objectives.py) owns the loss and any warm start. Checkpoints are keyed by
 a hash of (dataset, size, model, training config, seed) and written atomically under the cache folder;
 asking for the same training twice loads the checkpoint, and an interrupted training resumes from its
-last partial checkpoint.
+last partial checkpoint. A lock beside each checkpoint (`<path>.lock`) keeps two processes from training the
+same one at once. Under torchrun (WORLD_SIZE > 1) one training runs across the processes with DDP
+(distributed.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
@@ -24,11 +27,13 @@ from tqdm.auto import tqdm
 from xaibench.data import ImageDataset, create_dataset
 from xaibench.data.base import to_float
 from xaibench.errors import XaibenchError
-from xaibench.io import atomic_torch_save, cache_dir, stable_hash
+from xaibench.io import atomic_torch_save, cache_dir, stable_hash, unit_lock, worker_id
 from xaibench.models import MaskedClassifier, create_model
 from xaibench.registry import MODELS
 from xaibench.training.config import TrainConfig
+from xaibench.training.distributed import Collective, collective
 from xaibench.training.evaluation import autocast_for, classification_scores, predict_proba
+from xaibench.training.masks import BatchShard
 from xaibench.training.objectives import OBJECTIVES, Objective, default_objective
 
 logger = logging.getLogger(__name__)
@@ -187,10 +192,16 @@ class _Run:
     init_record: dict[str, Any] | None
     state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "epoch_order": None, "best": None,
                                                            "history": [], "seconds": 0.0})
+    group: Collective | None = None  # under torchrun: this process's place in the DDP training
+    ddp: torch.nn.Module | None = None  # DDP over the objective's loss (with a group)
+
+    @property
+    def is_main(self) -> bool:
+        return self.group is None or self.group.is_main
 
 
 def _start_run(label: str, model, objective: Objective, config: TrainConfig, n_train: int, seed: int,
-               device: torch.device, init_record) -> _Run:
+               device: torch.device, init_record, group: Collective | None = None) -> _Run:
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = min(config.steps, config.max_epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.999))
@@ -198,8 +209,11 @@ def _start_run(label: str, model, objective: Objective, config: TrainConfig, n_t
                                                                        total_steps))
     order_generator = torch.Generator().manual_seed(seed)
     mask_generator = torch.Generator(device=device).manual_seed(seed + 1)
-    return _Run(label, model, objective, config, device, steps_per_epoch, total_steps, optimizer, scheduler,
-                order_generator, mask_generator, init_record)
+    run = _Run(label, model, objective, config, device, steps_per_epoch, total_steps, optimizer, scheduler,
+               order_generator, mask_generator, init_record)
+    if group is not None:
+        run.group, run.ddp = group, group.wrap(model, objective)
+    return run
 
 
 def _save_partial(run: _Run, path: Path) -> None:
@@ -220,61 +234,159 @@ def _resume(run: _Run, path: Path) -> None:
     run.init_record = saved.get("init_record")
 
 
-def _step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
-    """One optimiser step on the next batch of the epoch's order; returns the losses and the batch size."""
-    state, config = run.state, run.config
-    step = state["step"]
-    position = step % run.steps_per_epoch
-    if position == 0 or state["epoch_order"] is None:
-        state["epoch_order"] = torch.randperm(len(images), generator=run.order_generator)
-    index = state["epoch_order"][position * config.batch_size:(position + 1) * config.batch_size].to(run.device)
-    x, y = to_float(images[index]), labels[index]
+def _batch_at(step: int, order: torch.Tensor | None, generator: torch.Generator, steps_per_epoch: int, n: int,
+              batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The epoch order (a new randperm of the n rows from `generator` at an epoch's first step) and the rows
+    of the global batch of `step`."""
+    position = step % steps_per_epoch
+    if position == 0 or order is None:
+        order = torch.randperm(n, generator=generator)
+    return order, order[position * batch_size:(position + 1) * batch_size]
+
+
+def _next_rows(run: _Run, n: int) -> tuple[torch.Tensor, BatchShard | None, float | None, int]:
+    """The rows this process computes at the current step (all of the global batch outside DDP), their
+    shard of the global batch and loss weight (None outside DDP), and the global batch's size."""
+    state = run.state
+    state["epoch_order"], index = _batch_at(state["step"], state["epoch_order"], run.order_generator,
+                                            run.steps_per_epoch, n, run.config.batch_size)
+    if run.group is None:
+        return index, None, None, len(index)
+    shard, weight = run.group.shard(len(index))
+    return shard.take(index), shard, weight, len(index)
+
+
+class _SplitRows(torch.utils.data.Dataset):
+    """A split's uint8 images and labels, read a batch of rows at a time (`__getitems__`) by a DataLoader."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, row: int):
+        return self.images[row], self.labels[row]
+
+    def __getitems__(self, rows):
+        rows = torch.as_tensor(rows)
+        return self.images.index_select(0, rows), self.labels.index_select(0, rows), rows
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """This process's rows of each step's batch from the run's current step on, in the trainer's epoch order:
+    the same randperm sequence, drawn from a copy of the order generator, so a loader may run ahead of the
+    trainer while the run's own generator (saved in partial checkpoints) advances only with the steps."""
+
+    def __init__(self, run: _Run, n: int):
+        self.run, self.n = run, n
+        self.start, self.order = run.state["step"], run.state["epoch_order"]
+        self.state = run.order_generator.get_state()
+
+    def __len__(self) -> int:
+        return self.run.total_steps - self.start
+
+    def __iter__(self):
+        run, generator, order = self.run, torch.Generator(), self.order
+        generator.set_state(self.state)
+        for step in range(self.start, run.total_steps):
+            order, index = _batch_at(step, order, generator, run.steps_per_epoch, self.n, run.config.batch_size)
+            yield index if run.group is None else run.group.shard(len(index))[0].take(index)
+
+
+def _as_is(batch):
+    return batch
+
+
+def _batches(run: _Run, train: ImageDataset, workers: int | None):
+    """Per step: this process's images (float, on the device) and labels, its BatchShard and loss weight (None
+    outside DDP) and the global batch's size. On the CPU without workers the split is indexed in memory; on
+    CUDA (or with workers) a DataLoader gathers each batch from the uint8 split in host memory, pinned on CUDA
+    and copied to the device without blocking, so the device never holds more than a few batches."""
+    n = len(train)
+    if run.device.type != "cuda" and not workers:
+        images, labels = train.images.to(run.device), train.labels.to(run.device)
+        while True:
+            rows, shard, weight, count = _next_rows(run, n)
+            rows = rows.to(run.device)
+            yield to_float(images[rows]), labels[rows], shard, weight, count
+    loader = torch.utils.data.DataLoader(_SplitRows(train.images, train.labels),
+                                         batch_sampler=_EpochSampler(run, n), num_workers=workers or 0,
+                                         collate_fn=_as_is, pin_memory=run.device.type == "cuda")
+    for images, labels, fetched in loader:
+        rows, shard, weight, count = _next_rows(run, n)
+        if not torch.equal(fetched, rows):
+            raise RuntimeError(f"the training batches left the epoch order at step {run.state['step']}")
+        yield (to_float(images.to(run.device, non_blocking=True)), labels.to(run.device, non_blocking=True), shard,
+               weight, count)
+
+
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, shard: BatchShard | None,
+          weight: float | None) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch (under DDP, on this process's shard of the global batch, its loss
+    weighted so that DDP's averaged gradient is the global batch's mean); returns this process's losses."""
+    config = run.config
     with autocast_for(run.device):
-        losses = run.objective.loss(run.model, x, y, run.mask_generator)
+        if run.ddp is None:
+            losses = run.objective.loss(run.model, x, y, run.mask_generator)
+        else:
+            losses = run.ddp(x, y, run.mask_generator, shard)
     run.optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
+    (losses["loss"] if weight is None else losses["loss"] * weight).backward()
     if config.grad_clip:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
-    state["step"] = step + 1
-    return losses, x.shape[0]
+    run.state["step"] += 1
+    return losses
 
 
 def _evaluate(run: _Run, val: ImageDataset, running: dict[str, Any], elapsed: float, n_images: int) -> None:
-    """Validation scores into the history and the log; the best-accuracy weights kept (later wins ties)."""
+    """Validation scores into the history and the log; the best-accuracy weights kept (later wins ties).
+    Under DDP rank 0 validates and keeps the weights; its entry and decision are broadcast to all ranks."""
     state, every = run.state, run.config.eval_every
-    scores = classification_scores(predict_proba(run.model, val, run.device), val)
-    run.model.train()
-    count = every if state["step"] % every == 0 else state["step"] % every
-    entry = {"step": state["step"], "epoch": state["step"] / run.steps_per_epoch,
-             **{name: float(value) / count for name, value in running.items()},
-             "val_acc": scores["acc"], "val_auc": scores["auc"], "images_per_s": n_images / max(elapsed, 1e-9)}
+    entry, is_best = None, False
+    if run.group is not None:
+        running = run.group.global_mean(running, 1.0)
+    if run.is_main:
+        scores = classification_scores(predict_proba(run.model, val, run.device), val)
+        run.model.train()
+        count = every if state["step"] % every == 0 else state["step"] % every
+        entry = {"step": state["step"], "epoch": state["step"] / run.steps_per_epoch,
+                 **{name: float(value) / count for name, value in running.items()},
+                 "val_acc": scores["acc"], "val_auc": scores["auc"], "images_per_s": n_images / max(elapsed, 1e-9)}
+        is_best = state["best"] is None or scores["acc"] >= state["best"]["val_acc"]
+        logger.info("%s step %d epoch %.1f: %s val_acc %.4f val_auc %.4f (%.0f img/s)", run.label, entry["step"],
+                    entry["epoch"], " ".join(f"{name} {entry[name]:.4f}" for name in running), scores["acc"],
+                    scores["auc"], entry["images_per_s"])
+    if run.group is not None:
+        entry, is_best = run.group.broadcast((entry, is_best))
     state["history"].append(entry)
     state["seconds"] += elapsed
-    logger.info("%s step %d epoch %.1f: %s val_acc %.4f val_auc %.4f (%.0f img/s)", run.label, entry["step"],
-                entry["epoch"], " ".join(f"{name} {entry[name]:.4f}" for name in running), scores["acc"],
-                scores["auc"], entry["images_per_s"])
-    if state["best"] is None or scores["acc"] >= state["best"]["val_acc"]:
-        state["best"] = {"val_acc": scores["acc"], "val_auc": scores["auc"], "step": state["step"],
-                         "state_dict": copy.deepcopy({k: v.detach().cpu() for k, v in run.model.state_dict().items()})}
+    if is_best:
+        weights = (copy.deepcopy({k: v.detach().cpu() for k, v in run.model.state_dict().items()})
+                   if run.is_main else None)  # only rank 0 writes checkpoints
+        state["best"] = {"val_acc": entry["val_acc"], "val_auc": entry["val_auc"], "step": state["step"],
+                         "state_dict": weights}
 
 
-def _loop(run: _Run, train: ImageDataset, val: ImageDataset, partial_path: Path, progress: bool) -> None:
+def _loop(run: _Run, train: ImageDataset, val: ImageDataset, partial_path: Path, progress: bool,
+          workers: int | None = None) -> None:
     """Steps until total_steps: validation every eval_every steps and at the end, a partial checkpoint after
     each validation but the last."""
-    images, labels = train.images.to(run.device), train.labels.to(run.device)
     per_example = run.objective.images_per_example()
+    batches = _batches(run, train, workers)
     run.model.train()
-    bar = tqdm(total=run.total_steps, initial=run.state["step"], desc=f"train {run.label}", disable=not progress,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(total=run.total_steps, initial=run.state["step"], desc=f"train {run.label}",
+               disable=not (progress and run.is_main), dynamic_ncols=True, leave=False)
     running: dict[str, Any] = {}
     window_start, window_images = time.perf_counter(), 0
     while run.state["step"] < run.total_steps:
-        losses, batch = _step(run, images, labels)
+        x, y, shard, weight, batch = next(batches)
+        losses = _step(run, x, y, shard, weight)
         step = run.state["step"]
-        for name, value in losses.items():
-            running[name] = running.get(name, 0.0) + value.detach()  # stays on the device until the log
+        for name, value in losses.items():  # stays on the device until the log; under DDP weighted by the shard
+            running[name] = running.get(name, 0.0) + (value.detach() if weight is None else value.detach() * weight)
         window_images += batch * per_example
         bar.update(1)
         if step % 10 == 0:
@@ -284,8 +396,9 @@ def _loop(run: _Run, train: ImageDataset, val: ImageDataset, partial_path: Path,
             _evaluate(run, val, running, time.perf_counter() - window_start, window_images)
             running = {}
             window_start, window_images = time.perf_counter(), 0
-            if step < run.total_steps:
+            if step < run.total_steps and run.is_main:
                 _save_partial(run, partial_path)
+    batches.close()
     bar.close()
 
 
@@ -297,35 +410,95 @@ def _load_splits(data: DataSpec) -> tuple[ImageDataset, ImageDataset]:
     return train, val
 
 
+@dataclass
+class _Job:
+    """One train_model call: what to train, where, and (under torchrun) this process's place in it."""
+
+    model_name: str
+    data: DataSpec
+    config: TrainConfig
+    seed: int
+    device: torch.device
+    cache: Path | None
+    progress: bool
+    workers: int | None
+    key: str
+    final_path: Path
+    group: Collective | None
+
+
 def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = None, seed: int = 0,
                 device: torch.device | str = "cpu", cache: Path | None = None, progress: bool = True,
-                log=None) -> TrainedModel:
+                log=None, workers: int | None = None) -> TrainedModel:
     """Train (or load from the cache) `model_name` on `data` with its objective; model selection on the
-    validation split. Progress lines go to this module's logger (`log` is deprecated and ignored)."""
+    validation split. Progress lines go to this module's logger (`log` is deprecated and ignored).
+
+    One process trains a checkpoint at a time (a lock beside it); under torchrun (WORLD_SIZE > 1) every process
+    calls this and the training runs across them with DDP (distributed.py). `workers`: DataLoader processes
+    gathering the training batches (default 0: on the CPU the split is indexed in memory, on CUDA the batches
+    are gathered in this process into pinned memory)."""
     config = config or TrainConfig()
-    device = torch.device(device)
+    group = collective(device)
+    if group is not None:
+        group.check_batch(config.batch_size)
+    device = group.device if group is not None else torch.device(device)
     key = checkpoint_key(data, model_name, config, seed)
     final_path = _checkpoint_file(data, model_name, key, cache)
+    job = _Job(model_name, data, config, seed, device, cache, progress, workers, key, final_path, group)
+    if group is not None:
+        return _train_collective(job)
     if final_path.exists():
         return load_trained(final_path, device)
-    partial_path = final_path.with_suffix(".partial.pt")
+    with unit_lock(final_path):
+        if final_path.exists():  # written by another process while this one waited for the lock
+            logger.info("%s on %s: trained meanwhile by another process (%s)", model_name, data.name,
+                        final_path.name)
+            return load_trained(final_path, device)
+        return _train(job)
+
+
+def _train_collective(job: _Job) -> TrainedModel:
+    """Rank 0 checks the cache under the lock and, where the checkpoint is missing, all ranks train it; then
+    every rank loads the checkpoint rank 0 wrote."""
+    group = job.group
+    with unit_lock(job.final_path) if group.is_main else contextlib.nullcontext():
+        if not group.broadcast(job.final_path.exists() if group.is_main else None):
+            _train(job)
+        group.barrier()
+    return load_trained(job.final_path, job.device)
+
+
+def _train(job: _Job) -> TrainedModel | None:
+    """Build, warm-start (or resume) and train the model, then write the checkpoint (rank 0 under DDP)."""
+    model_name, data, config, seed, device = job.model_name, job.data, job.config, job.seed, job.device
+    partial_path = job.final_path.with_suffix(".partial.pt")
     objective = resolve_objective(model_name, config)
+    if job.group is not None and "shard" not in inspect.signature(objective.loss).parameters:
+        raise XaibenchError(f"objective {objective.name!r} cannot train under torchrun: its loss takes no `shard` "
+                            f"(see Objective.loss)")
     train, val = _load_splits(data)
     kwargs = model_kwargs(model_name, train, config)
     model = build_model(model_name, kwargs, seed, train)
+    resume = partial_path.exists()
+    if job.group is not None:
+        resume = job.group.broadcast(resume)
     init_record = None
-    if not partial_path.exists():
+    if not resume:
         init_record = objective.warm_start(
-            model, config, lambda name, warm_config: train_model(name, data, warm_config, seed, device, cache,
-                                                                 progress))
+            model, config, lambda name, warm_config: train_model(name, data, warm_config, seed, device, job.cache,
+                                                                 job.progress, workers=job.workers))
     model.to(device)
-    run = _start_run(f"{model_name}/{data.name}", model, objective, config, len(train), seed, device, init_record)
-    if partial_path.exists():
+    run = _start_run(f"{model_name}/{data.name}", model, objective, config, len(train), seed, device, init_record,
+                     job.group)
+    if resume:
         _resume(run, partial_path)
-        logger.info("resuming %s on %s from step %d (%s)", model_name, data.name, run.state["step"],
-                    partial_path.name)
-    _loop(run, train, val, partial_path, progress)
-    return _finish(run, model_name, data, seed, key, kwargs, final_path, partial_path)
+        if run.is_main:
+            logger.info("resuming %s on %s from step %d (%s)", model_name, data.name, run.state["step"],
+                        partial_path.name)
+    _loop(run, train, val, partial_path, job.progress, job.workers)
+    if not run.is_main:
+        return None
+    return _finish(run, model_name, data, seed, job.key, kwargs, job.final_path, partial_path)
 
 
 def _finish(run: _Run, model_name: str, data: DataSpec, seed: int, key: str, kwargs: dict[str, Any],
@@ -337,7 +510,9 @@ def _finish(run: _Run, model_name: str, data: DataSpec, seed: int, key: str, kwa
               "objective": run.objective.name, "seed": seed, "key": key,
               "best_step": best["step"], "val_acc": best["val_acc"], "val_auc": best["val_auc"],
               "history": state["history"], "train_seconds": state["seconds"], "device": str(run.device),
-              "init": run.init_record}
+              "init": run.init_record, "computed_by": worker_id()}
+    if run.group is not None:
+        record["world_size"] = run.group.world_size
     saved_kwargs = {**kwargs, "pretrained": None} if "pretrained" in kwargs else dict(kwargs)
     atomic_torch_save({"model_name": model_name, "model_kwargs": saved_kwargs,
                        "state_dict": best["state_dict"], "record": record}, final_path)
