@@ -6,7 +6,9 @@
 from xaibench.registry import METHODS, list_methods, register_method
 
 from .base import Explainer, Explanation, PassCounter, create_method, seeded_global_rng, unsuited_reason
-from . import builtin, captum_family  # noqa: E402,F401  (register the built-in methods)
+# Importing a module registers its methods.
+from . import (attention_family, builtin, cam_family, captum_family, lrp_family,  # noqa: E402,F401
+               rise)
 from .captum_family import (CAPTUM_TABLE, CaptumExplainer, CaptumRow, LayerCaptumExplainer, PatchCaptumExplainer,
                             PixelCaptumExplainer, register_captum_row)
 
