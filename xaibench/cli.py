@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from xaibench import __version__
-from xaibench.defaults import DEFAULT_RUN
+from xaibench.defaults import DEFAULT_RUN, PRESETS
 from xaibench.errors import XaibenchError
 from xaibench.registry import DATASETS, METHODS, METRICS, MODELS, UnknownNameError
 
@@ -105,13 +105,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xaibench.logs import setup_logging
     from xaibench.runner import RunFailedError, resolve_device, run_table1
 
+    from xaibench.engine.options import preset_config
+
     _load_plugins(args)
     setup_logging(args.quiet)
     config = read_config(args.config)
+    if args.preset:  # the preset's [train] and [data] under the file's; its size unless --size is given
+        base = preset_config(args.preset)
+        config = {**config, "train": {**base["train"], **config.get("train", {})}}
+    size = args.size or (preset_config(args.preset)["run"]["size"] if args.preset else 28)
     models, datasets, device = MODELS.resolve(args.models), resolve_datasets(args.datasets), resolve_device(args.device)
     out = Path(args.out)
     try:
-        result = run_table1(models, datasets, size=args.size, root=args.data_root, seeds=args.seeds, out=out,
+        result = run_table1(models, datasets, size=size, root=args.data_root, seeds=args.seeds, out=out,
                             device=device, config=config, overrides=parse_overrides(args.set),
                             cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
                             keep_going=args.keep_going, dry_run=args.dry_run, grid=_grid(args))
@@ -154,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _load_plugins(args)
     setup_logging(args.quiet)
-    config, overrides = run_config(read_config(args.config), _run_flags(args), parse_overrides(args.set))
+    config, overrides = run_config(read_config(args.config), _run_flags(args), parse_overrides(args.set), args.preset)
     options = RunOptions.from_dict(config["run"])
     device, out = resolve_device(args.device), Path(args.out)
     try:
@@ -184,6 +190,11 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--plugins", action="append", metavar="PATH",
                         help="a plugin .py file, or a folder of them, to load first (repeatable)")
     parser.add_argument("--config", help=f"TOML or JSON file with {what} options")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a recipe laid under --config, the flags and --set. paper: ViT-B/16 224 px from DINOv2 "
+                             "(timm weights in the local cache), M = 32, batch 64, AdamW lr 1e-5 wd 1e-5, 10k steps "
+                             "(at most 100 epochs), the nine sets, every test image at every curve point (GPU-days; "
+                             "see README)")
     parser.add_argument("--cache", help="cache folder for checkpoints and finished units "
                                         "(default $XAIBENCH_CACHE, else ~/.cache/xaibench)")
     parser.add_argument("--keep-going", action="store_true",
@@ -239,7 +250,7 @@ def _add_train(sub) -> None:
     p_train.add_argument("--models", default="resnet18,resnet50,vit,segm,ofa",
                          help="comma-separated model names (default: all five of Table 1)")
     p_train.add_argument("--datasets", default="synthetic", help="comma-separated names or 'all' (default synthetic)")
-    p_train.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    p_train.add_argument("--size", type=int, help="image side in pixels (default 28; 224 with --preset paper)")
     p_train.add_argument("--seeds", type=_comma_ints, default=[0], help="comma-separated seeds (default 0)")
     p_train.add_argument("--out", default="xaibench-out/train", help="result folder (default xaibench-out/train)")
     p_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one training option")

@@ -55,7 +55,19 @@ def describe_plan(plan: list[Unit], ctx: Context) -> str:
     return "\n".join(lines)
 
 
+def check_pretrained(plan: list[Unit], ctx: Context) -> None:
+    """Before any work: the timm weights every training still to do starts from are at hand (in the local
+    cache, or the hub reachable), else one clear error instead of a failure hours into the grid."""
+    from xaibench.models.pretrained import pretrained_source
+
+    todo = [unit for unit in plan if unit.kind == "train" and unit.key not in cached_units([unit], ctx)]
+    for spec in sorted({str(unit.params["config"].model.pretrained) for unit in todo
+                        if str(unit.params["config"].model.pretrained or "").startswith("timm:")}):
+        pretrained_source(spec, in_chans=3)
+
+
 def _executed(plan: Plan, ctx: Context, keep_going: bool, grid: Grid | None) -> dict:
+    check_pretrained(plan, ctx)
     return execute(plan, ctx, on_error="continue" if keep_going else "stop", grid=grid)
 
 

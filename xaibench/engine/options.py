@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from xaibench.data import resolve_datasets
-from xaibench.defaults import DEFAULT_RUN
+from xaibench.defaults import ALL_IMAGES, DEFAULT_RUN, PRESETS
 from xaibench.errors import XaibenchError
 from xaibench.registry import METHODS, METRICS, MODELS
 from xaibench.training import DataSpec, TrainConfig
@@ -96,6 +96,8 @@ class RunOptions:
             raise XaibenchError(f"checkpoint {values['checkpoint']!r} is not a file")
         if values["steps"] == "all":
             values["steps"] = None
+        if values["n_test"] == "all":
+            values["n_test"] = ALL_IMAGES
         _check_values(values)
         return cls(**values)
 
@@ -131,14 +133,25 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def preset_config(name: str | None) -> dict[str, Any]:
+    """DEFAULT_RUN with the preset `name` laid over it (DEFAULT_RUN alone for None)."""
+    if name is None:
+        return DEFAULT_RUN
+    if name not in PRESETS:
+        raise XaibenchError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    return _deep_merge(DEFAULT_RUN, PRESETS[name])
+
+
 def run_config(file_config: dict[str, Any], flags: dict[str, Any] | None = None,
-               overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """DEFAULT_RUN, then the --config file (key by key), then flags ([run] options; None = not given), then --set.
+               overrides: dict[str, Any] | None = None,
+               preset: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """DEFAULT_RUN, then the preset, then the --config file (key by key), then flags ([run] options; None = not
+    given), then --set.
 
     --set keys 'run.<option>', 'model.<option>' and 'data.<dataset>.<option>' land in those sections; any other key
     ('steps', 'train.steps') is a training option. Returns (config, training overrides).
     """
-    config = _deep_merge(DEFAULT_RUN, file_config)
+    config = _deep_merge(preset_config(preset), file_config)
     config["run"].update({key: value for key, value in (flags or {}).items() if value is not None})
     train_overrides: dict[str, Any] = {}
     for key, value in (overrides or {}).items():

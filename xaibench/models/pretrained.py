@@ -82,7 +82,7 @@ def _probe(name: str, cfg: dict, timeout: float = 3.0) -> None:
         raise XaibenchError(
             f"timm weights {name!r} are not in the local Hugging Face cache and {host} cannot be reached; on a "
             f"machine with network, download model.safetensors of {cfg.get('hf_hub_id') or name} and pass its path "
-            f"with --pretrained PATH"
+            f"with --set pretrained=PATH"
         ) from None
 
 
