@@ -105,9 +105,11 @@ def _layer_size(cam: Any, input_tensor: torch.Tensor) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _quiet_progress(library: Any) -> Iterator[None]:
+def _quiet_progress() -> Iterator[None]:
     """Score-CAM and Ablation-CAM draw a tqdm bar per image: silence it in those modules for the call."""
-    modules = [library.score_cam, library.ablation_cam]
+    from pytorch_grad_cam import ablation_cam, score_cam
+
+    modules = [score_cam, ablation_cam]
     originals = [module.tqdm for module in modules]
     for module, original in zip(modules, originals):
         module.tqdm = types.SimpleNamespace(tqdm=functools.partial(original.tqdm, disable=True))
@@ -134,7 +136,10 @@ class CamExplainer(Explainer):
         bound.apply_defaults()
         values = dict(bound.arguments)
         super().__init__(values.pop("model"))
-        self.library = require(self.name, PACKAGE)
+        require(self.name, PACKAGE)
+        import pytorch_grad_cam
+
+        self.library = pytorch_grad_cam
         self.layer = find_cam_layer(self.model, values.pop("layer"), self.name)
         self.probes = (self.layer,)
         self.options = values
@@ -147,7 +152,9 @@ class CamExplainer(Explainer):
         accepted = inspect.signature(cls.__init__).parameters
         keywords = {option: value for option, value in self.options.items() if option in accepted}
         if self.row.name == "AblationCAM" and _is_vit(self.model):
-            keywords["ablation_layer"] = library.ablation_layer.AblationLayerVit()
+            from pytorch_grad_cam.ablation_layer import AblationLayerVit
+
+            keywords["ablation_layer"] = AblationLayerVit()
         cam = sized(model=self.model, target_layers=[self.layer],
                     reshape_transform=functools.partial(tokens_to_grid, grid_size=grid), **keywords)
         for option, value in self.options.items():  # Score-CAM reads its batch size as an attribute
@@ -159,7 +166,7 @@ class CamExplainer(Explainer):
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         chosen = [ClassifierOutputTarget(int(t)) for t in targets.tolist()]
-        with _no_inplace(self.model), _quiet_progress(self.library), self._cam() as cam:
+        with _no_inplace(self.model), _quiet_progress(), self._cam() as cam:
             maps = torch.as_tensor(cam(input_tensor=inputs, targets=chosen), device=inputs.device).float()
         self.model.zero_grad(set_to_none=True)  # the library's loss.backward() fills the parameters' .grad
         g = self.model.grid_size

@@ -147,16 +147,18 @@ class ZennitLRPExplainer(Explainer):
 
     def __init__(self, model: nn.Module, composite: str = "epsilon_plus_flat", epsilon: float = 1e-6):
         super().__init__(model)
-        self.zennit = require("zennit.lrp", "zennit")
-        for part in ("composites", "canonizers", "layer"):
-            __import__(f"zennit.{part}")
+        require("zennit.lrp", "zennit")
         if composite not in COMPOSITES:
             raise XaibenchError(f"method 'zennit.lrp': composite must be one of {', '.join(COMPOSITES)}, "
                                 f"got {composite!r}")
         self.composite, self.epsilon = composite, epsilon
 
     def attribute(self, inputs, targets, generator=None):
-        zennit, net = self.zennit, self.model.net
+        import zennit.canonizers
+        import zennit.composites
+        import zennit.layer
+
+        net = self.model.net
         canonizers = [zennit.canonizers.SequentialMergeBatchNorm(), _timm_resnet_canonizer(zennit)]
         composite = zennit.composites.COMPOSITES[self.composite](epsilon=self.epsilon, canonizers=canonizers)
         x = self.model.prepare(inputs.detach()).detach().requires_grad_(True)

@@ -6,9 +6,7 @@ Such a method raises `not_suited(reason)` when it is built: the engine shows its
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
-from types import ModuleType
 
 from xaibench.errors import XaibenchError
 
@@ -42,11 +40,10 @@ def available(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-def require(method: str, package: str) -> ModuleType:
-    """Import the optional `package` for `method`, or raise NotSuited naming the install line."""
+def require(method: str, package: str) -> None:
+    """Raise NotSuited naming the install line where the optional `package` that `method` imports is missing."""
     if not available(package):
         raise not_suited(f"{method} needs the optional package {DISTRIBUTIONS[package]} ({install_line(package)})")
-    return importlib.import_module(package)
 
 
 def summary(doc: str, package: str) -> str:
