@@ -6,7 +6,7 @@ passes relevance by the identity rule (as AttnLRP and lxt's ViT rules do), and t
 gradient x input on the network so changed. lxt itself drives only torchvision's and Hugging Face's
 transformers, not timm's ViT, hence the in-tree version. `zennit.lrp` runs a zennit composite (LGPL-3.0+,
 optional: `pip install 'xaibench[lrp]'`) on a timm ResNet, with its batch norms merged into the convolutions
-and its residual sums made explicit (`TimmResNetCanonizer`).
+and its residual sums made explicit (`_timm_resnet_canonizer`).
 """
 from __future__ import annotations
 
