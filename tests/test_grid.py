@@ -134,3 +134,20 @@ def test_ray_gives_the_serial_tables(tmp_path, tiny):
     assert _run(tiny, tmp_path / "serial", tmp_path / "c1") == 0
     assert _run(tiny, tmp_path / "ray", tmp_path / "c2", "--backend", "ray", "--jobs", "2") == 0
     assert (tmp_path / "ray" / "table2.csv").read_bytes() == (tmp_path / "serial" / "table2.csv").read_bytes()
+
+
+def test_compile_wraps_the_metrics_forward_and_auto_batch_is_256_on_the_cpu():
+    import torch
+
+    from xaibench.engine.context import Context
+    from xaibench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ofa", num_classes=2, in_chans=1, img_size=16, arch="tiny").eval()
+    x = torch.randn(3, 1, 16, 16)
+    plain, batch = Context(torch.device("cpu"), progress=False).forward(model, x)
+    compiled, _ = Context(torch.device("cpu"), progress=False, compile="eager").forward(model, x)
+    assert batch == 256 and plain == model.forward_fn and compiled is not plain
+    keep = torch.rand(3, model.n_patches, generator=torch.Generator().manual_seed(0)) > 0.5
+    with torch.inference_mode():
+        assert torch.equal(compiled(x, keep), plain(x, keep))

@@ -73,7 +73,8 @@ def _grid(args: argparse.Namespace):
     """The Grid of --backend/--jobs/--scheduler/--threads (checked here: a missing extra is a usage error)."""
     from xaibench.engine.grid import Grid
 
-    grid = Grid(args.backend, args.jobs, args.scheduler, args.threads, tuple(args.plugins or ()))
+    grid = Grid(args.backend, args.jobs, args.scheduler, args.threads, tuple(args.plugins or ()),
+                getattr(args, "compile", None))
     grid.check_installed()
     return grid
 
@@ -304,6 +305,9 @@ def _add_run(sub) -> None:
     p_run.add_argument("--save-attributions", action="store_true",
                        help="write every explained image's patch map to --out/attributions/*.safetensors")
     p_run.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p_run.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                       help="torch.compile the masked forward the metrics run (backend default inductor; worth it "
+                            "on CUDA at ViT-B scale, a compile costs seconds to minutes). Results do not depend on it")
     _common(p_run, "[run], [train] and [data.<name>]")
     p_run.set_defaults(func=cmd_run)
 

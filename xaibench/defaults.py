@@ -23,7 +23,8 @@ DEFAULT_RUN: dict[str, Any] = {
         "metrics": ["srg", "rsrg", "localization"],  # localization only where the dataset has ground truth
         "steps": 11,  # curve points K per MIF/LIF/R-SRG curve (k = 0..n evenly, rounded); "all" = every k
         "n_draws": 2,  # R-SRG draws per curve
-        "metric_batch_size": 256,  # masked inputs per forward_fn call inside a metric
+        "metric_batch_size": "auto",  # masked inputs per forward_fn call in a metric: "auto" = 256 on the CPU, on
+        # CUDA what half the free memory holds (at most 4096); an execution detail, not part of any cache key
         "n_figure_images": 6,  # test images in the attribution-map figure
         "figures": True,
         "method_options": {},  # e.g. {"captum.Lime": {"n_samples": 128}}

@@ -79,7 +79,7 @@ def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: 
     started, config, out = time.perf_counter(), config or {}, Path(out)
     plan = plan_train(list(models), list(datasets), list(seeds), size=size, root=root, config=config,
                       overrides=overrides or {}, device=device)
-    ctx = Context(device, cache, progress)
+    ctx = Context(device, cache, progress, compile=(grid or Grid()).compile)
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
@@ -109,7 +109,7 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
     started, out, overrides = time.perf_counter(), Path(out), overrides or {}
     plan, setup = plan_run(options, config=config, overrides=overrides, root=root, device=device,
                            train_baselines=train_baselines)
-    ctx = Context(device, cache, progress)
+    ctx = Context(device, cache, progress, compile=(grid or Grid()).compile)
     for unit in plan:  # the test splits the plan read: not read again
         if "spec" in unit.params and unit.params["spec"].name in setup.tests:
             ctx.test_split(unit.params["spec"], setup.tests[unit.params["spec"].name])

@@ -122,8 +122,11 @@ class _Collector:
     def note(self, unit: Unit, outcome: Outcome) -> None:
         """Per-unit time and cache state, failures, and the n/a cells of methods that do not suit the model."""
         if outcome.ok:
-            self.frames.units[unit.label] = {"seconds": round(outcome.seconds, 3), "cached": outcome.status == "cached",
-                                             "computed_by": outcome.computed_by}
+            entry = {"seconds": round(outcome.seconds, 3), "cached": outcome.status == "cached",
+                     "computed_by": outcome.computed_by}
+            if unit.kind == "score":  # masked inputs, for inputs/s (benchmarks/gpu_check.sh)
+                entry["n_forward"] = int(outcome.payload.get("n_forward", 0))
+            self.frames.units[unit.label] = entry
         elif outcome.status == "failed":
             self.frames.failures.append({"unit": unit.label, "error": outcome.error or "",
                                          "traceback": outcome.traceback or ""})

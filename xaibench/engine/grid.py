@@ -36,6 +36,7 @@ class Grid:
     scheduler: str | None = None
     threads: int | None = None  # None: torch's default in serial runs, cores // jobs in a worker
     plugins: tuple[str, ...] = field(default=())  # plugin files each worker loads before its first task
+    compile: str | None = None  # torch.compile backend of the metrics' masked forward (Context.forward)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -133,12 +134,12 @@ class _WorkerState:
             torch.set_num_threads(self.threads)
         logging.getLogger("xaibench").setLevel(logging.WARNING)  # the main process logs each outcome
 
-    def context(self, device: torch.device, cache: str):
+    def context(self, device: torch.device, cache: str, compile: str | None):
         from xaibench.engine.context import Context
 
-        key = (str(device), cache)
+        key = (str(device), cache, compile)
         if key not in self.contexts:
-            self.contexts[key] = Context(device, Path(cache), progress=False)
+            self.contexts[key] = Context(device, Path(cache), progress=False, compile=compile)
         return self.contexts[key]
 
     def remember(self, key: str, payload: Any) -> None:
@@ -161,7 +162,7 @@ def run_task(task: Task):
     from xaibench.engine.units import UNIT_KINDS, Outcome
 
     _STATE.prepare(task.grid)
-    ctx = _STATE.context(task_device(task.device, task.slot), task.cache)
+    ctx = _STATE.context(task_device(task.device, task.slot), task.cache, task.grid.compile)
     outcomes: dict[str, Outcome] = {}
     for dep in task.deps:
         if dep.key not in _STATE.payloads:

@@ -183,7 +183,11 @@ class ScoreKind(UnitKind):
         explained = deps[unit.deps[1]]
         batch = ctx.test_batch(p["spec"], p["n_test"])
         truth = batch.dataset.patch_masks(model.patch_size, batch.indices) if p["needs_truth"] else None
-        metric = create_metric(p["metric"], **p["options"])
+        forward_fn, forward_batch = ctx.forward(model, batch.x)
+        options = dict(p["options"])
+        if options.get("batch_size") == "auto":
+            options["batch_size"] = forward_batch
+        metric = create_metric(p["metric"], **options)
         generator = torch.Generator(device=ctx.device).manual_seed(
             derive_seed(p["seed"], p["dataset"], p["method"], p["metric"]))
         scores: dict[str, list[torch.Tensor]] = {}
@@ -191,7 +195,7 @@ class ScoreKind(UnitKind):
         x_axis, n_forward = None, 0
         for start in ctx.progress_range(len(batch.x), p["batch_size"], unit.label):
             chunk = slice(start, start + p["batch_size"])
-            output = metric.evaluate(model.forward_fn, batch.x[chunk],
+            output = metric.evaluate(forward_fn, batch.x[chunk],
                                      explained["attributions"][chunk].to(ctx.device),
                                      explained["targets"][chunk].to(ctx.device),
                                      truth[chunk].to(ctx.device) if truth is not None else None, generator)

@@ -65,7 +65,7 @@ class RunOptions:
     metrics: list[str]
     steps: int | list[int] | None
     n_draws: int
-    metric_batch_size: int
+    metric_batch_size: int | str  # or "auto"
     n_figure_images: int
     figures: bool
     method_options: dict[str, dict[str, Any]]
@@ -111,6 +111,8 @@ class RunOptions:
 
 def _check_values(values: dict[str, Any]) -> None:
     for name in ("n_test", "batch_size", "n_draws", "metric_batch_size", "size"):
+        if name == "metric_batch_size" and values[name] == "auto":
+            continue
         if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 1:
             raise XaibenchError(f"run option {name} must be an integer >= 1, got {values[name]!r}")
     if isinstance(values["steps"], int) and values["steps"] < 2:

@@ -95,13 +95,24 @@ def run_setup(options: RunOptions, specs: dict[str, DataSpec]) -> RunSetup:
     for name in options.metrics:
         metric_options[name] = options.metric_options_for(name)
         try:
-            create_metric(name, **metric_options[name])
+            create_metric(name, **{**metric_options[name], **_concrete_batch(metric_options[name])})
         except TypeError as error:
             raise XaibenchError(f"metric {name!r}: bad options {metric_options[name]}: {error}") from None
     return RunSetup(metric_options,
                     {name: bool(getattr(METRICS.get(name), "needs_ground_truth", False)) for name in options.metrics},
                     {m: code_fingerprint(METHODS.get(m)) for m in options.methods},
                     {m: code_fingerprint(METRICS.get(m)) for m in options.metrics}, tests)
+
+
+def _concrete_batch(options: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in for batch_size 'auto' (resolved per model and device when the unit runs)."""
+    return {"batch_size": 256} if options.get("batch_size") == "auto" else {}
+
+
+def key_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A metric's options as its score key sees them: the forward batch size only sets how many masked inputs
+    go through one call (it varies by device and free memory), so it stays out."""
+    return {name: value for name, value in options.items() if name != "batch_size"}
 
 
 def model_unit(options: RunOptions, spec: DataSpec, config: dict[str, Any], overrides: dict[str, Any],
@@ -134,7 +145,7 @@ def score_unit(options: RunOptions, setup: RunSetup, model: Unit, explained: Uni
     p = explained.params
     key = unit_key("score", {
         "explanation": explained.key, "model": model.key, "metric": metric,
-        "options": setup.metric_options[metric], "code": setup.metric_code[metric], "seed": p["seed"],
+        "options": key_options(setup.metric_options[metric]), "code": setup.metric_code[metric], "seed": p["seed"],
         "batch_size": options.batch_size, "device": device.type})
     return Unit("score", f"score {p['dataset']}/seed{p['seed']}/{p['method']}/{metric}", key,
                 (model.key, explained.key),
