@@ -59,11 +59,6 @@ class Collective:
     def barrier(self) -> None:
         dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def check_batch(self, batch_size: int) -> None:
-        if batch_size % self.world_size:
-            raise XaibenchError(f"batch_size {batch_size} (the global batch) must divide by the world size "
-                                f"{self.world_size}")
-
     def shard(self, total: int) -> tuple[BatchShard, float]:
         """This rank's rows of a global batch of `total` and the weight of its loss (its share times the world
         size, as DDP divides the summed gradients by the world size). A rank left without rows (a last batch
@@ -86,7 +81,7 @@ class Collective:
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(ObjectiveLoss(model, objective), device_ids=device_ids,
-                                       find_unused_parameters=True)
+                                       static_graph=True)
 
 
 class ObjectiveLoss(torch.nn.Module):
@@ -101,12 +96,15 @@ class ObjectiveLoss(torch.nn.Module):
         return self.objective.loss(self.model, x, y, generator, shard=shard)
 
 
-def collective(device: torch.device | str) -> Collective | None:
+def collective(device: torch.device | str, batch_size: int) -> Collective | None:
     """None outside torchrun (WORLD_SIZE unset or 1); else this process's Collective, the process group
-    initialised if it is not yet (nccl and cuda:LOCAL_RANK for a CUDA device, gloo otherwise)."""
+    initialised if it is not yet (nccl and cuda:LOCAL_RANK for a CUDA device, gloo otherwise). The global
+    `batch_size` must divide by the world size."""
     size = world_size()
     if size <= 1:
         return None
+    if batch_size % size:
+        raise XaibenchError(f"batch_size {batch_size} (the global batch) must divide by the world size {size}")
     device = torch.device(device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -438,9 +438,7 @@ def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = No
     gathering the training batches (default 0: on the CPU the split is indexed in memory, on CUDA the batches
     are gathered in this process into pinned memory)."""
     config = config or TrainConfig()
-    group = collective(device)
-    if group is not None:
-        group.check_batch(config.batch_size)
+    group = collective(device, config.batch_size)
     device = group.device if group is not None else torch.device(device)
     key = checkpoint_key(data, model_name, config, seed)
     final_path = _checkpoint_file(data, model_name, key, cache)
