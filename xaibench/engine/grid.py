@@ -197,8 +197,9 @@ class _Backend:
             from ray.util.joblib import register_ray
 
             register_ray()
-            if not ray.is_initialized():
-                ray.init(num_cpus=self.grid.jobs, include_dashboard=False, log_to_driver=False)
+            if not ray.is_initialized():  # $RAY_ADDRESS: join that cluster; else a local one of --jobs CPUs
+                ray.init(**({} if os.environ.get("RAY_ADDRESS") else
+                            {"num_cpus": self.grid.jobs, "include_dashboard": False}), log_to_driver=False)
         n_jobs = -1 if (name == "dask" and self.grid.scheduler) else self.grid.jobs
         self.config = joblib.parallel_config(backend=name, n_jobs=n_jobs)
         self.config.__enter__()
