@@ -151,3 +151,15 @@ def test_compile_wraps_the_metrics_forward_and_auto_batch_is_256_on_the_cpu():
     keep = torch.rand(3, model.n_patches, generator=torch.Generator().manual_seed(0)) > 0.5
     with torch.inference_mode():
         assert torch.equal(compiled(x, keep), plain(x, keep))
+
+
+def test_hand_sharding_then_one_command_assembles_the_tables_from_the_cache(tmp_path, tiny):
+    shared = tmp_path / "shared-cache"
+    assert _run(tiny, tmp_path / "shard0", shared, "--seeds", "0") == 0  # "machine" one
+    assert _run(tiny, tmp_path / "shard1", shared, "--seeds", "1") == 0  # "machine" two
+    assert _run(tiny, tmp_path / "all", shared, "--seeds", "0,1") == 0  # assembles: nothing computed
+    manifest = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    assert manifest["n_cached"] == manifest["n_units"] and manifest["n_units"] > 0
+    assert _run(tiny, tmp_path / "direct", tmp_path / "direct-cache", "--seeds", "0,1") == 0
+    for name in RESULTS:
+        assert (tmp_path / "all" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
