@@ -18,6 +18,7 @@ Launch (prints the checkpoint path on rank 0):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,31 @@ import torch.distributed as dist
 
 from xaibench.errors import XaibenchError
 from xaibench.training.masks import BatchShard
+
+
+_LOCAL_ONLY = [0]  # > 0 inside local_only()
+
+
+def rank() -> int:
+    """RANK of torchrun's environment (0 outside it)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+@contextlib.contextmanager
+def local_only():
+    """Within it train_model ignores torchrun's environment: this process alone, no collective (e.g. rank 0
+    reading, after the collective trainings, the checkpoints they wrote)."""
+    _LOCAL_ONLY[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY[0] -= 1
+
+
+def shutdown() -> None:
+    """Destroy the process group if one is initialised (at the end of a torchrun process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:
@@ -101,7 +127,7 @@ def collective(device: torch.device | str, batch_size: int) -> Collective | None
     initialised if it is not yet (nccl and cuda:LOCAL_RANK for a CUDA device, gloo otherwise). The global
     `batch_size` must divide by the world size."""
     size = world_size()
-    if size <= 1:
+    if size <= 1 or _LOCAL_ONLY[0]:
         return None
     if batch_size % size:
         raise XaibenchError(f"batch_size {batch_size} (the global batch) must divide by the world size {size}")
@@ -148,7 +174,7 @@ def _train(args: argparse.Namespace) -> str:
     from xaibench.registry import MODELS
     from xaibench.training.trainer import train_model
 
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = rank() == 0
     setup_logging(args.quiet or not main)
     MODELS.get(args.model)
     config = read_config(args.config)
@@ -170,9 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xaibench: error: {str(error).splitlines()[0] if str(error) else error}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
+        shutdown()
+    if rank() == 0:
         print(path)
     return 0
 

@@ -19,7 +19,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -31,10 +31,12 @@ from xaibench.io import atomic_torch_save, cache_dir, stable_hash, unit_lock, wo
 from xaibench.models import MaskedClassifier, create_model
 from xaibench.registry import MODELS
 from xaibench.training.config import TrainConfig
-from xaibench.training.distributed import Collective, collective
 from xaibench.training.evaluation import autocast_for, classification_scores, predict_proba
 from xaibench.training.masks import BatchShard
 from xaibench.training.objectives import OBJECTIVES, Objective, default_objective
+
+if TYPE_CHECKING:
+    from xaibench.training.distributed import Collective
 
 logger = logging.getLogger(__name__)
 
@@ -437,6 +439,8 @@ def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = No
     calls this and the training runs across them with DDP (distributed.py). `workers`: DataLoader processes
     gathering the training batches (default 0: on the CPU the split is indexed in memory, on CUDA the batches
     are gathered in this process into pinned memory)."""
+    from xaibench.training.distributed import collective  # not at the top: torchrun runs that module as __main__
+
     config = config or TrainConfig()
     group = collective(device, config.batch_size)
     device = group.device if group is not None else torch.device(device)
