@@ -89,6 +89,21 @@ def test_loaded_splits_stay_uint8_and_channel_mean_is_exact(tmp_path, monkeypatc
     assert x.dtype == torch.float32 and x.shape == (5, 3, 28, 28) and torch.equal(x[:, 0], x[:, 2])
 
 
+def test_a_split_alive_is_shared_and_a_rewritten_file_is_read_again(tmp_path, monkeypatch):
+    import os
+
+    folder = tmp_path / "fixtures"
+    path = write_fixture("bloodmnist", 28, folder)
+    monkeypatch.setenv(UNVERIFIED_ENV, str(folder))
+    first = create_dataset("bloodmnist", "train", root=folder)
+    assert create_dataset("bloodmnist", "train", root=folder) is first  # e.g. a warm start inside a training
+    assert create_dataset("bloodmnist", "val", root=folder) is not first
+    write_fixture("bloodmnist", 28, folder, seed=1, n_samples={"train": 16, "val": 8, "test": 8})
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    again = create_dataset("bloodmnist", "train", root=folder)
+    assert again is not first and len(again) == 16 and len(first) == 24
+
+
 def _finite(cell: str) -> bool:
     return all(math.isfinite(float(part)) for part in str(cell).split(" ± "))
 

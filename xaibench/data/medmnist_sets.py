@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import weakref
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -32,11 +33,13 @@ PAPER_DATASETS = (
 SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
 STREAMED_SIZES = (224,)  # read by `read_split_streaming` at every channel count (RGB splits at every size)
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 1 << 20  # zipfile holds about three chunks while reading one: 64 MB chunks cost 0.2 GB more at the peak
 # Files directly in the folder this variable names are read without the MD5 check: the test fixtures of
 # xaibench/data/fixtures.py, which are not the release. Set by the tests only; docs/data.md.
 UNVERIFIED_ENV = "XAIBENCH_UNVERIFIED_DATA"
 _warned_unverified: set[Path] = set()
+# Splits alive somewhere, by (file, its size and mtime, split, as_rgb): a second load shares the first.
+_LOADED: "weakref.WeakValueDictionary[tuple, ImageDataset]" = weakref.WeakValueDictionary()
 
 
 def _info(name: str) -> dict:
@@ -169,6 +172,9 @@ def _check_name_size(name: str, size: int) -> None:
 
 def load_medmnist(name: str, split: str = "train", size: int = 28, root: str | os.PathLike | None = None,
                   download_missing: bool = False, as_rgb: bool = False) -> ImageDataset:
+    """One split of a release file, uint8 [N, C, H, W]. While a loaded split is alive, loading it again (same
+    file, unchanged) returns the same object, so nested users (a warm start inside a training, the run's test
+    splits) do not hold a second copy: treat it as read-only."""
     _check_name_size(name, size)
     if split not in SPLITS:
         raise XaibenchError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -187,9 +193,20 @@ def load_medmnist(name: str, split: str = "train", size: int = 28, root: str | o
             )
     if not _unverified(path):
         verify_md5(path, info[f"MD5{_size_key(size)}"])
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, split, as_rgb)
+    dataset = _LOADED.get(key)
+    if dataset is None:
+        dataset = _read_dataset(name, split, size, path, as_rgb)
+        _LOADED[key] = dataset
+    return dataset
+
+
+def _read_dataset(name: str, split: str, size: int, path: Path, as_rgb: bool) -> ImageDataset:
+    info = _info(name)
     try:
         images_t, labels = (read_split_streaming(path, split) if _streamed(name, size)
-                            else _read_split_medmnist(name, split, size, folder))
+                            else _read_split_medmnist(name, split, size, path.parent))
     except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise DataFileError(f"{path}: not a readable MedMNIST npz ({error})") from None
     if as_rgb and images_t.shape[1] == 1:
@@ -231,7 +248,8 @@ def read_split_streaming(path: Path, split: str) -> tuple[torch.Tensor, np.ndarr
     Why not medmnist's dataset class here: it holds the split as the file's channels-last numpy
     array (`mmap_mode` has no effect on an .npz archive), and making an RGB split channels-first copies
     it, so the split is in memory twice: about 27 GB for PathMNIST-224's train split (13.5 GB once).
-    Read in chunks of CHUNK_BYTES, the split is in memory once. The arrays are those np.load gives.
+    Read in chunks of CHUNK_BYTES, the split is in memory once (plus about 3 chunks). The arrays are those
+    np.load gives.
     """
     with zipfile.ZipFile(path) as archive:
         with archive.open(f"{split}_labels.npy") as member:
