@@ -104,6 +104,24 @@ def test_a_split_alive_is_shared_and_a_rewritten_file_is_read_again(tmp_path, mo
     assert again is not first and len(again) == 16 and len(first) == 24
 
 
+def test_evaluation_batches_shrink_with_the_image_size_and_give_the_same_scores(tmp_path, monkeypatch):
+    from xaibench.models import create_model
+    from xaibench.training.evaluation import classification_scores, eval_batch_size, predict_proba
+
+    assert [eval_batch_size(size) for size in (28, 64, 128, 224)] == [512, 512, 128, 41]
+    folder = tmp_path / "fixtures"
+    write_fixture("retinamnist", 128, folder, per_class={"test": 10})
+    monkeypatch.setenv(UNVERIFIED_ENV, str(folder))
+    test = create_dataset("retinamnist", "test", size=128, root=folder)
+    torch.manual_seed(0)
+    model = create_model("ofa", num_classes=5, in_chans=3, img_size=128, depth=1, embed_dim=32, num_heads=2)
+    whole = predict_proba(model, test, "cpu", batch_size=len(test))
+    batched = predict_proba(model, test, "cpu", batch_size=7)
+    assert whole.shape == (50, 5) and torch.allclose(whole, batched, atol=1e-5)
+    scores = classification_scores(whole, test)  # ordinal-regression: medmnist's AUC/ACC over the 5 grades
+    assert all(math.isfinite(value) for value in scores.values())
+
+
 def _finite(cell: str) -> bool:
     return all(math.isfinite(float(part)) for part in str(cell).split(" ± "))
 

@@ -12,10 +12,19 @@ def autocast_for(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def eval_batch_size(image_size: int) -> int:
+    """Images per evaluation batch: 512 up to 64 px, then as many pixels as 512 images of 64 px (128 at 128 px,
+    41 at 224 px), so that a batch's float copy and activations stay the same size at every image size."""
+    return max(1, min(512, 512 * 64 * 64 // (image_size * image_size)))
+
+
 @torch.inference_mode()
-def predict_proba(model, dataset: ImageDataset, device: torch.device | str, batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities [N, C] of the unmasked images, on `device`."""
+def predict_proba(model, dataset: ImageDataset, device: torch.device | str,
+                  batch_size: int | None = None) -> torch.Tensor:
+    """Class probabilities [N, C] of the unmasked images, on `device`; the split crosses to the device one
+    uint8 batch at a time (default size `eval_batch_size`)."""
     device = torch.device(device)
+    batch_size = batch_size or eval_batch_size(dataset.images.shape[-1])
     was_training = model.training
     model.eval()
     outputs = []
