@@ -148,7 +148,7 @@ def _train_concurrently(tmp: str, start, results) -> None:
     logging.getLogger("xaibench.training.trainer").addHandler(handler)
     logging.getLogger("xaibench.training.trainer").setLevel(logging.INFO)
     start.wait()
-    trained = train_model("vit", _data(64), TrainConfig.from_dict(_train_options(steps=20, eval_every=10)), 0,
+    trained = train_model("vit", _data(64), TrainConfig.from_dict(_train_options(steps=40, eval_every=20)), 0,
                           "cpu", tmp, progress=False)
     torch.save(trained.model.state_dict(), f"{tmp}/{os.getpid()}.weights")
     results.put((worker_id(), trained.record["computed_by"], os.getpid(),
