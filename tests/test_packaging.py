@@ -51,9 +51,36 @@ def _undeclared(folders: list[str], declared: set[str]) -> dict[str, set[str]]:
     return {name: dists for name, dists in _distributions(imported).items() if not dists & declared}
 
 
+def _optional() -> set[str]:
+    """The packages of the optional extras (dask, ray, lrp, cam, ...), not the test extra."""
+    extras = [name for name in PYPROJECT["project"]["optional-dependencies"] if name != "test"]
+    return {canonicalize_name(req.name) for extra in extras for req in _requirements(extra)}
+
+
+def _module_level_imports(folder: Path) -> set[str]:
+    """Top-level names imported at module level (not inside a function) in folder's .py files."""
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
 def test_every_package_imported_by_the_package_is_declared():
-    declared = {canonicalize_name(req.name) for req in _requirements()}
+    declared = {canonicalize_name(req.name) for req in _requirements()} | _optional()
     assert _undeclared(["xaibench", "methods", "metrics"], declared) == {}
+
+
+def test_optional_packages_are_imported_only_inside_functions():
+    """A missing extra must not break `import xaibench`: its packages are imported where they are used."""
+    core = {canonicalize_name(req.name) for req in _requirements()}
+    at_module_level = set().union(*(_module_level_imports(REPO / f) for f in ["xaibench", "methods", "metrics"]))
+    optional_only = {name for name, dists in _distributions(at_module_level).items()
+                     if dists & _optional() and not dists & core}
+    assert optional_only == set()
 
 
 def test_every_declared_dependency_is_imported_or_its_reason_listed():
