@@ -163,3 +163,40 @@ def test_hand_sharding_then_one_command_assembles_the_tables_from_the_cache(tmp_
     assert _run(tiny, tmp_path / "direct", tmp_path / "direct-cache", "--seeds", "0,1") == 0
     for name in RESULTS:
         assert (tmp_path / "all" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+
+
+DDP_TRAIN = """
+[train]
+steps = 4
+batch_size = 8
+eval_every = 2
+warmup_steps = 1
+init_steps = 2
+n_masks = 2
+[train.model_options]
+depth = 1
+embed_dim = 32
+num_heads = 2
+[data.synthetic]
+n_samples = 48
+"""
+
+
+def test_xaibench_train_under_torchrun_trains_with_ddp_and_rank0_writes_table1(tmp_path):
+    config = tmp_path / "ddp.toml"
+    config.write_text(DDP_TRAIN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "xaibench.cli", "train", "--models", "ofa", "--datasets", "synthetic", "--size",
+                           "16", "--config", str(config), "--cache", str(tmp_path / "cache"), "--out",
+                           str(tmp_path / "out"), "--quiet"], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Table 1 written") == 1  # rank 0 alone reports
+    import torch
+
+    checkpoints = sorted((tmp_path / "cache").rglob("ofa-*.pt"))
+    assert checkpoints
+    for path in checkpoints:
+        record = torch.load(path, map_location="cpu", weights_only=False)["record"]
+        assert record["world_size"] == 2
+    assert "OFA" in (tmp_path / "out" / "table1.md").read_text()

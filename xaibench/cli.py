@@ -107,9 +107,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xaibench.runner import RunFailedError, resolve_device, run_table1
 
     from xaibench.engine.options import preset_config
+    from xaibench.training import distributed
 
     _load_plugins(args)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet or distributed.rank() != 0)  # under torchrun rank 0 alone logs and reports
     config = read_config(args.config)
     if args.preset:  # the preset's [train] and [data] under the file's; its size unless --size is given
         base = preset_config(args.preset)
@@ -125,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
-    if not args.dry_run and (out / "table1.md").exists():
+    if not args.dry_run and distributed.rank() == 0 and (out / "table1.md").exists():
         print(f"Table 1 written to {out}/table1.{{csv,tex,md}}")
         print((out / "table1.md").read_text())
     return _report_failures(result)

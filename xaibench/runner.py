@@ -17,6 +17,8 @@ import torch
 
 from xaibench.data import data_root
 from xaibench.engine.grid import Grid
+from xaibench.errors import XaibenchError
+from xaibench.training import distributed, train_model
 from xaibench.engine import (BASELINE_MODELS, TARGETS, Context, Frames, Plan, RunFailedError, RunOptions, Unit,
                              cached_units, collect, environment, execute, one_line, plan_run, plan_train,
                              resolve_device, run_config, save_attributions, train_config_for, write_figures,
@@ -83,7 +85,30 @@ def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: 
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
+    if distributed.world_size() > 1:  # under torchrun: every rank trains, then rank 0 alone reports
+        return _table1_under_torchrun(plan, ctx, out, config, device, keep_going, grid, started)
     outcomes = _executed(plan, ctx, keep_going, grid)
+    frames = collect(plan, outcomes, ctx)
+    files = write_table1(out, frames, config, device) if len(frames.table1) else []
+    return _result(frames, out, files, outcomes, started)
+
+
+def _table1_under_torchrun(plan: Plan, ctx: Context, out: Path, config: dict[str, Any], device: torch.device,
+                           keep_going: bool, grid: Grid | None, started: float) -> RunResult:
+    """`torchrun ... -m xaibench.cli train`: the plan's trainings as DDP collectives, in plan order on every rank
+    (each rank trains the same checkpoints), then rank 0 alone runs the engine, where they are cache hits."""
+    if grid is not None and grid.parallel:
+        raise XaibenchError("under torchrun the ranks are the workers: use --backend serial")
+    for unit in plan:
+        if unit.kind == "train":
+            p = unit.params
+            train_model(p["model"], p["spec"], p["config"], p["seed"], device, ctx.cache_root,
+                        ctx.progress and distributed.rank() == 0)
+    distributed.shutdown()
+    if distributed.rank() != 0:
+        return RunResult(pd.DataFrame(), out, n_units=len(plan))
+    with distributed.local_only():
+        outcomes = _executed(plan, ctx, keep_going, None)
     frames = collect(plan, outcomes, ctx)
     files = write_table1(out, frames, config, device) if len(frames.table1) else []
     return _result(frames, out, files, outcomes, started)
