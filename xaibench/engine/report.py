@@ -55,8 +55,10 @@ def write_table1(out: Path, frames: Frames, config: dict[str, Any], device: torc
     files = [atomic_write_text(out / "table1_scores.csv", frames.table1.to_csv(index=False))]
     files += write_table(table1(frames.table1), out, "table1",
                          "Test AUC and ACC (x100) of the classifiers (medmnist Evaluator).")
-    files.append(atomic_write_text(out / "table1_manifest.json",
-                                   json.dumps(environment(config, device, timings), indent=2, default=str)))
+    record = environment(config, device, timings)
+    record["units"] = {label: unit for label, unit in frames.units.items()
+                       if label.startswith(("train ", "evaluate "))}  # cached or computed, and by whom
+    files.append(atomic_write_text(out / "table1_manifest.json", json.dumps(record, indent=2, default=str)))
     return files
 
 
