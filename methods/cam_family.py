@@ -1,10 +1,11 @@
 """The CAM family of the grad-cam package (pytorch_grad_cam, MIT), registered as `gradcam.<Name>` from one table.
 
 Optional: `pip install 'xaibench[cam]'`. Each row of CAM_TABLE names a pytorch_grad_cam class; one generic class
-makes its call on the explained model's logits for the target classes. The layer: a ViT's last block's `norm1`
-(its tokens, class and register tokens dropped, reshaped to the g x g patch grid: one cell per patch); a timm
-ResNet's deepest stage whose map is at least half the patch grid's side; another CNN's last Conv2d; or `layer`
-(any module name). The map is the library's (ReLU, min-max scaled per image) at the layer's resolution, then
+makes its call for the target classes on the explained output (`output`: 'prob', the target probability, as
+every xaibench method by default, or 'logit'). The layer: the tokens entering a ViT's last block (the output of
+the block before it; class and register tokens dropped, reshaped to the g x g patch grid: one cell per patch); a
+timm ResNet's deepest stage whose map is at least half the patch grid's side; another CNN's last Conv2d; or
+`layer` (any module name). The map is the library's (ReLU, min-max scaled per image) at the layer's resolution, then
 bilinearly upsampled to the pixels and summed over each patch where the layer is not the patch grid.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from xaibench.errors import XaibenchError
 from xaibench.registry import register_method
 
 from .base import Explainer
-from .captum_family import _no_inplace
+from .captum_family import OUTPUTS, _no_inplace
 from .optional import not_suited, require, summary
 
 PACKAGE = "pytorch_grad_cam"
@@ -32,7 +33,7 @@ PACKAGE = "pytorch_grad_cam"
 
 @dataclass(frozen=True)
 class CamRow:
-    """One pytorch_grad_cam class, registered as `gradcam.<name>` with options `layer` plus `options`."""
+    """One pytorch_grad_cam class, registered as `gradcam.<name>` with options `layer`, `output` and `options`."""
 
     name: str  # the pytorch_grad_cam class
     summary: str  # one line: `xaibench list methods` shows it
@@ -45,7 +46,8 @@ class CamRow:
 
     def signature(self) -> inspect.Signature:
         keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        parameters = [inspect.Parameter("model", keyword), inspect.Parameter("layer", keyword, default=None)]
+        parameters = [inspect.Parameter("model", keyword), inspect.Parameter("layer", keyword, default=None),
+                      inspect.Parameter("output", keyword, default="prob")]
         parameters += [inspect.Parameter(option, keyword, default=default) for option, default in self.options.items()]
         return inspect.Signature(parameters)
 
@@ -75,8 +77,9 @@ def find_cam_layer(model: nn.Module, layer: str | None, method: str) -> nn.Modul
             return model.get_submodule(layer)
         except AttributeError:
             raise XaibenchError(f"method {method!r}: model {type(model).__name__} has no module {layer!r}") from None
-    if _is_vit(model):
-        return model.encoder.blocks[-1].norm1
+    if _is_vit(model):  # the tokens entering the last block (as captum.LayerGradCam), read at the block before
+        encoder = model.encoder
+        return encoder.blocks[-2] if len(encoder.blocks) > 1 else encoder.norm_pre
     net = getattr(model, "net", None)
     stages = [info for info in getattr(net, "feature_info", [])
               if info.get("reduction", 0) > 1 and info.get("module", "").startswith("layer")]
@@ -121,7 +124,7 @@ def _quiet_progress() -> Iterator[None]:
 
 
 class CamExplainer(Explainer):
-    """Base of the table-built grad-cam explainers: the row's class on the model's logits at `self.layer`."""
+    """Base of the table-built grad-cam explainers: the row's class on the explained output at `self.layer`."""
 
     row: ClassVar[CamRow]
     families = ("vit", "cnn")
@@ -141,6 +144,10 @@ class CamExplainer(Explainer):
 
         self.library = pytorch_grad_cam
         self.layer = find_cam_layer(self.model, values.pop("layer"), self.name)
+        self.output = values.pop("output")
+        if self.output not in OUTPUTS:
+            raise XaibenchError(f"method {self.name!r}: output must be one of {', '.join(OUTPUTS)}, "
+                                f"got {self.output!r}")
         self.probes = (self.layer,)
         self.options = values
         self.needs_gradients = self.row.gradients
@@ -163,9 +170,10 @@ class CamExplainer(Explainer):
         return cam
 
     def attribute(self, inputs, targets, generator=None):
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
-        chosen = [ClassifierOutputTarget(int(t)) for t in targets.tolist()]
+        target = ClassifierOutputSoftmaxTarget if self.output == "prob" else ClassifierOutputTarget
+        chosen = [target(int(t)) for t in targets.tolist()]
         with _no_inplace(self.model), _quiet_progress(), self._cam() as cam:
             maps = torch.as_tensor(cam(input_tensor=inputs, targets=chosen), device=inputs.device).float()
         self.model.zero_grad(set_to_none=True)  # the library's loss.backward() fills the parameters' .grad
