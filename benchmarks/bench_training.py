@@ -1,6 +1,10 @@
 """Training speed: OFA's step against the same forward/backward passes run alone, and images/s per model.
 
     python benchmarks/bench_training.py [--device cuda] [--arch tiny] [--img-size 28] [--batch-size 32] [--n-masks 4]
+    python benchmarks/bench_training.py --maskings token,drop --img-size 56 --patch-size 4 --n-masks 8 --repeats 5
+
+With --maskings, only OFA's step is timed, once per masking on the same weights and batch (interleaved rounds,
+the median of the rounds' medians), and the ratio to the first masking is printed.
 
 Prints ratios measured in one run (the machines are noisy; absolute numbers vary).
 """
@@ -43,7 +47,12 @@ def main() -> None:
     parser.add_argument("--n-masks", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--models", default="ofa,segm,vit,resnet18,resnet50")
+    parser.add_argument("--patch-size", type=int, default=None, help="ViT patch side (default: the image size's)")
+    parser.add_argument("--maskings", default=None, help="e.g. token,drop: OFA's step time per masking only")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --maskings")
     args = parser.parse_args()
+    if args.maskings:
+        return compare_maskings(args)
     device = torch.device(args.device)
     b, m = args.batch_size, args.n_masks
     x = torch.randn(b, args.in_chans, args.img_size, args.img_size, device=device)
@@ -105,6 +114,49 @@ def main() -> None:
 
         seconds = time_steps(step, device, args.repeats)
         print(f"| {name} | {b / seconds:.0f} | {b / seconds:.0f} | {1e3 * seconds:.1f} |")
+
+
+def compare_maskings(args) -> None:
+    """OFA's training step (ofa_loss, backward, clip, AdamW) with each masking: same initial weights, batch, masks."""
+    device = torch.device(args.device)
+    b, m = args.batch_size, args.n_masks
+    x = torch.randn(b, args.in_chans, args.img_size, args.img_size, device=device)
+    y = torch.randint(0, 3, (b,), device=device)
+    steps, n = {}, None
+    for masking in args.maskings.split(","):
+        torch.manual_seed(0)
+        model = create_model("ofa", num_classes=3, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch,
+                             patch_size=args.patch_size, masking=masking).to(device)
+        n = model.n_patches
+        steps[masking] = _ofa_step(model, x, y, m, device)
+    times = {masking: [] for masking in steps}
+    for _ in range(args.rounds):
+        for masking, step in steps.items():
+            times[masking].append(time_steps(step, device, args.repeats))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"OFA training step, {where}, arch {args.arch}, {args.img_size} px, n = {n} patches, batch {b}, M {m}; "
+          f"median of {args.rounds} rounds of the median of {args.repeats} steps\n")
+    print("| masking | ms/step | vs first |\n|---|---|---|")
+    first = None
+    for masking, values in times.items():
+        median = sorted(values)[len(values) // 2]
+        first = first or median
+        print(f"| {masking} | {1e3 * median:.1f} | {median / first:.3f} |")
+
+
+def _ofa_step(model, x, y, m, device):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        generator = torch.Generator(device=device).manual_seed(0)  # the same masks every step and masking
+        with autocast_for(device):
+            loss = ofa_loss(model, x, y, n_masks=m, generator=generator, mask_sizes="uniform", paired=True)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return step
 
 
 if __name__ == "__main__":

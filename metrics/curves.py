@@ -49,15 +49,27 @@ def _autocast(inputs: torch.Tensor, enabled: bool | None):
     return torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16)
 
 
+def drops_removed_patches(forward_fn: ForwardFn) -> bool:
+    """Whether forward_fn belongs to a model with masking "drop" (also under torch.compile): its cost grows with
+    the kept count, so the curve engine gives each call rows of one kept count."""
+    for fn in (forward_fn, getattr(forward_fn, "_torchdynamo_orig_callable", None)):
+        if getattr(getattr(fn, "__self__", None), "masking", None) == "drop":
+            return True
+    return False
+
+
 def keep_curves(forward_fn: ForwardFn, inputs: torch.Tensor, keep_ranks: torch.Tensor, removed: torch.Tensor,
-                targets: torch.Tensor, *, batch_size: int = 256, autocast: bool | None = None) -> torch.Tensor:
+                targets: torch.Tensor, *, batch_size: int = 256, autocast: bool | None = None,
+                group_by_kept: bool | None = None) -> torch.Tensor:
     """Target-class probability [B, G, K] of every image under every ordering and step.
 
     inputs [B, C, H, W]; keep_ranks long [B, G, n]: G orderings per image, rank 0 = kept longest;
     removed long [K]: removed-patch counts k (kept m = n - k); targets long [B].
     The points k = 0 and k = n do not depend on the ordering, so they are evaluated once per image
     and shared by all G curves: B * (2 + G * K_inner) forward inputs in all.
-    autocast: None = bf16 autocast on CUDA only.
+    autocast: None = bf16 autocast on CUDA only. group_by_kept: every forward_fn call gets rows of one kept count
+    (equal-length token sequences for a "drop" model); None = when drops_removed_patches(forward_fn). Otherwise
+    the rows go image by image, batch_size at a time. Either way each point's value is its own row's output.
     """
     b, g, n = keep_ranks.shape
     device = inputs.device
@@ -78,14 +90,27 @@ def keep_curves(forward_fn: ForwardFn, inputs: torch.Tensor, keep_ranks: torch.T
     out_dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
     probabilities = torch.empty(b * n_jobs, dtype=out_dtype, device=device)
     targets = targets.to(device)
+    if group_by_kept is None:
+        group_by_kept = drops_removed_patches(forward_fn)
     with torch.inference_mode(), _autocast(inputs, autocast):
-        for start in range(0, b * n_jobs, batch_size):
-            rows = torch.arange(start, min(start + batch_size, b * n_jobs), device=device)
+        for rows in (_rows_by_kept(job_kept, b, batch_size) if group_by_kept else
+                     (torch.arange(start, min(start + batch_size, b * n_jobs), device=device)
+                      for start in range(0, b * n_jobs, batch_size))):
             image, job = rows // n_jobs, rows % n_jobs
             keep_mask = keep_ranks[image, job_order[job]] < job_kept[job, None]
             probs = forward_fn(inputs[image], keep_mask)
-            probabilities[start:start + rows.numel()] = probs.gather(1, targets[image, None]).squeeze(1).to(out_dtype)
+            probabilities[rows] = probs.gather(1, targets[image, None]).squeeze(1).to(out_dtype)
     return probabilities.view(b, n_jobs)[:, job_of]
+
+
+def _rows_by_kept(job_kept: torch.Tensor, n_images: int, batch_size: int):
+    """Rows (image * n_jobs + job) in chunks of at most batch_size, each chunk of one kept count."""
+    n_jobs = job_kept.numel()
+    images = torch.arange(n_images, device=job_kept.device)
+    for m in job_kept.unique().tolist():
+        jobs = (job_kept == m).nonzero().squeeze(1)
+        rows = (images[:, None] * n_jobs + jobs[None, :]).flatten()
+        yield from rows.split(batch_size)
 
 
 def trapezoid_auc(curves: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """The OFA network (SPEC §2): maskable ViT encoder + one-block Segmenter decoder giving phi_plus, phi_minus.
 
 Logits of keep-mask S: z(S) = sum_{i in S} phi_plus_i + sum_{i not in S} phi_minus_i, with phi
-computed from the masked input. Eq. 5 of the paper is read as z(N) (all patches kept).
+computed from the masked input. Eq. 5 of the paper is read as z(N) (all patches kept). With masking "drop" the encoder runs the kept patches
+only; the decoder gets their encodings and, at each removed position, the mask token plus that position's
+embedding (through the encoder's final norm), so phi exists for every patch and Eq. 4 is unchanged.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from xaibench.models.base import MaskedClassifier
-from xaibench.models.vit import build_encoder
+from xaibench.models.vit import build_encoder, by_kept_count
 from xaibench.registry import register_model
 
 
@@ -24,11 +26,11 @@ class OFANet(MaskedClassifier):
 
     def __init__(self, num_classes: int, in_chans: int = 1, img_size: int = 28, patch_size: int | None = None,
                  arch: str = "tiny", pretrained: str | None = None, decoder_depth: int = 1,
-                 logit_scale_init: float = 10.0, centre_classes: bool = True, **overrides):
+                 logit_scale_init: float = 10.0, centre_classes: bool = True, masking: str = "token", **overrides):
         super().__init__(img_size, patch_size, in_chans, num_classes)
         self.centre_classes = centre_classes
         self.encoder = build_encoder(img_size, self.patch_size, in_chans, arch, num_classes=0,
-                                     pretrained=pretrained, **overrides)
+                                     pretrained=pretrained, masking=masking, **overrides)
         dim = self.encoder.embed_dim
         heads = self.encoder.blocks[0].attn.num_heads
         self.class_embed = nn.Parameter(torch.zeros(1, 2 * num_classes, dim))
@@ -39,9 +41,31 @@ class OFANet(MaskedClassifier):
         self.proj_class = nn.Linear(dim, dim, bias=False)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
 
+    @property
+    def masking(self) -> str:
+        """How a removed patch is masked: "token" (mask token) or "drop" (left out of the encoder)."""
+        return self.encoder.masking
+
     def shapley(self, x: torch.Tensor, keep_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """phi_plus, phi_minus, each [B, n, C], of the input with the patches outside keep_mask removed."""
-        tokens = self.encoder.tokens(x, keep_mask)[:, self.encoder.num_prefix_tokens:]
+        if keep_mask is None or self.masking == "token":
+            return self.decode(self.encoder.tokens(x, keep_mask)[:, self.encoder.num_prefix_tokens:])
+        self.encoder._check_keep(x, keep_mask)
+        return by_kept_count(keep_mask, lambda rows, index, padded: self.decode(self.scatter_kept(
+            self.encoder.kept_tokens(x if rows is None else x[rows], index, padded), index)), self.encoder.drop_bucket)
+
+    def scatter_kept(self, kept: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, n, D]: the kept encodings (kept [B, prefix + m, D]) at `index` (pads n dropped), elsewhere
+        the normed mask token plus the position's embedding."""
+        encoder = self.encoder
+        removed = encoder.norm(encoder.mask_token[0] + encoder.patch_positions()).to(kept.dtype)
+        kept = kept[:, encoder.num_prefix_tokens:]
+        n, d = removed.shape
+        full = torch.cat([removed, removed[:1]]).expand(kept.shape[0], -1, -1)  # row n: where pads land
+        return full.scatter(1, index[..., None].expand(-1, -1, d), kept)[:, :n]
+
+    def decode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi_plus, phi_minus [B, n, C] from the encoder's patch tokens [B, n, D]."""
         b, n, _ = tokens.shape
         h = torch.cat([tokens, self.class_embed.expand(b, -1, -1).to(tokens.dtype)], dim=1)
         h = self.decoder_norm(self.decoder(h))

@@ -1,5 +1,11 @@
-"""The maskable ViT encoder (timm, class + register tokens, DINOv2-style mask token) and the ViT classifier."""
+"""The maskable ViT encoder (timm, class + register tokens, DINOv2-style mask token) and the ViT classifier.
+
+Two maskings of a removed patch: "token" swaps its embedding for the learned mask token (every block still
+computes it); "drop" leaves it out, so the encoder runs the kept patch tokens only (MAE's design).
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -19,6 +25,41 @@ VIT_ARCHS = {
 }
 
 
+MASKINGS = ("token", "drop")
+
+
+def check_masking(masking: str) -> str:
+    if masking not in MASKINGS:
+        raise XaibenchError(f"unknown masking {masking!r}; valid: {', '.join(MASKINGS)}")
+    return masking
+
+
+def by_kept_count(keep_mask: torch.Tensor, fn: Callable[[torch.Tensor | None, torch.Tensor, bool], object],
+                 bucket: int = 1):
+    """fn(rows, index, padded) on groups of rows of keep_mask [B, n]; index long [b, L] holds each row's kept patches
+    in ascending order, then n (a pad) up to the group's length L. With bucket 1 a group is the rows of one kept
+    count (padded False); with bucket > 1 the counts ceil(m / bucket) shares, padded to the largest. rows is None
+    when every row keeps as many patches (then never padded). The groups' outputs (a tensor or a tuple of
+    tensors, each [b, ...]) come back as one per row, in keep_mask's row order."""
+    counts = keep_mask.sum(dim=1)
+    n = keep_mask.shape[1]
+    lengths = counts if bucket == 1 else torch.minimum((counts + bucket - 1) // bucket * bucket, counts.new_tensor(n))
+    if bool(counts.min() == counts.max()):
+        return fn(None, keep_mask.nonzero()[:, 1].view(keep_mask.shape[0], -1), False)
+    positions = torch.arange(n, device=keep_mask.device)
+    parts, order = [], []
+    for length in lengths.unique().tolist():
+        rows = (lengths == length).nonzero().squeeze(1)
+        index = torch.where(keep_mask[rows], positions, n).sort(dim=1).values[:, :length]
+        parts.append(fn(rows, index, bool((counts[rows] < length).any())))
+        order.append(rows)
+    inverse = torch.empty_like(counts).scatter_(0, torch.cat(order), torch.arange(counts.numel(),
+                                                                                  device=counts.device))
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(group)[inverse] for group in zip(*parts))
+    return torch.cat(parts)[inverse]
+
+
 def arch_config(arch: str) -> dict:
     if arch not in VIT_ARCHS:
         raise XaibenchError(f"unknown ViT arch {arch!r}; valid: {', '.join(VIT_ARCHS)}")
@@ -26,18 +67,24 @@ def arch_config(arch: str) -> dict:
 
 
 class MaskableViT(VisionTransformer):
-    """timm ViT whose removed patches are replaced by a learned mask token before the position embedding."""
+    """timm ViT whose removed patches are replaced by a learned mask token before the position embedding
+    (masking "token") or left out of the encoder (masking "drop")."""
 
     family = "vit"
 
     def __init__(self, img_size: int = 28, patch_size: int | None = None, in_chans: int = 1, num_classes: int = 0,
-                 embed_dim: int = 128, depth: int = 4, num_heads: int = 4, reg_tokens: int = 4, **kwargs):
+                 embed_dim: int = 128, depth: int = 4, num_heads: int = 4, reg_tokens: int = 4,
+                 masking: str = "token", **kwargs):
+        check_masking(masking)
         super().__init__(img_size=img_size, patch_size=patch_size or default_patch_size(img_size),
                          in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
                          num_heads=num_heads, class_token=True, reg_tokens=reg_tokens, global_pool="token",
                          **kwargs)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.masking = masking
+        # masking "drop", rows of mixed kept counts: counts within `drop_bucket` tokens share one padded call
+        self.drop_bucket = 8  # measured: docs/metrics.md, "Token dropping"
 
     @property
     def n_patches(self) -> int:
@@ -52,15 +99,53 @@ class MaskableViT(VisionTransformer):
             tokens = torch.where(keep_mask[..., None], tokens, self.mask_token.to(tokens.dtype))
         return self.norm_pre(self.patch_drop(self._pos_embed(tokens)))
 
+    def patch_positions(self) -> torch.Tensor:
+        """The patches' position embeddings [n, D] (without the prefix tokens' entries)."""
+        return self.pos_embed[0, 0 if self.no_embed_class else self.num_prefix_tokens:]
+
+    def embed_kept(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Prefix tokens and the patches `index` long [B, m] only, each with its own position: [B, prefix + m, D]."""
+        tokens = self.patch_embed(x)
+        d = tokens.shape[-1]
+        kept = tokens.gather(1, index[..., None].expand(-1, -1, d)) + self.patch_positions()[index]
+        prefix = [token.expand(x.shape[0], -1, -1) for token in (self.cls_token, self.reg_token) if token is not None]
+        prefix = torch.cat(prefix, dim=1)
+        if not self.no_embed_class:
+            prefix = prefix + self.pos_embed[:, :self.num_prefix_tokens]
+        return self.norm_pre(self.patch_drop(self.pos_drop(torch.cat([prefix, kept], dim=1))))
+
+    def kept_tokens(self, x: torch.Tensor, index: torch.Tensor, padded: bool = False) -> torch.Tensor:
+        """Output tokens [B, prefix + m, D] of the input reduced to the patches `index` [B, m] (masking "drop").
+        padded: index holds pads (n), tokens no other token attends to (their outputs mean nothing)."""
+        n = self.n_patches
+        h = self.embed_kept(x, index.clamp(max=n - 1) if padded else index)
+        if not padded:
+            return self.norm(self.blocks(h))
+        bias = torch.zeros(index.shape[0], 1, 1, h.shape[1], dtype=h.dtype, device=h.device)
+        bias[:, 0, 0, self.num_prefix_tokens:].masked_fill_(index >= n, float("-inf"))
+        for block in self.blocks:
+            h = block(h, attn_mask=bias)
+        return self.norm(h)
+
     def tokens(self, x: torch.Tensor, keep_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """All output tokens [B, prefix + n, D] after the final norm."""
+        """All output tokens [B, prefix + n, D] after the final norm, removed patches as mask tokens."""
         return self.norm(self.blocks(self.embed(x, keep_mask)))
 
     def forward(self, x: torch.Tensor, keep_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_head(self.tokens(x, keep_mask))
+        if keep_mask is None or self.masking == "token":
+            return self.forward_head(self.tokens(x, keep_mask))
+        self._check_keep(x, keep_mask)
+        return by_kept_count(keep_mask, lambda rows, index, padded: self.forward_head(
+            self.kept_tokens(x if rows is None else x[rows], index, padded)), self.drop_bucket)
+
+    def _check_keep(self, x: torch.Tensor, keep_mask: torch.Tensor) -> None:
+        if keep_mask.shape != (x.shape[0], self.n_patches):
+            raise ValueError(f"keep_mask must be [B, n]={(x.shape[0], self.n_patches)}, got {tuple(keep_mask.shape)}")
 
     def last_block_attention(self, x: torch.Tensor, keep_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attention weights of the last block [B, heads, T, T] (T = prefix tokens + n patches)."""
+        if keep_mask is not None and self.masking == "drop":
+            raise XaibenchError("last_block_attention of a masked input needs masking 'token' (this encoder: 'drop')")
         h = self.embed(x, keep_mask)
         for block in self.blocks[:-1]:
             h = block(h)
@@ -94,10 +179,15 @@ class ViTClassifier(MaskedClassifier):
     family = "vit"
 
     def __init__(self, num_classes: int, in_chans: int = 1, img_size: int = 28, patch_size: int | None = None,
-                 arch: str = "tiny", pretrained: str | None = None, **overrides):
+                 arch: str = "tiny", pretrained: str | None = None, masking: str = "token", **overrides):
         super().__init__(img_size, patch_size, in_chans, num_classes)
         self.encoder = build_encoder(img_size, self.patch_size, in_chans, arch, num_classes=num_classes,
-                                     pretrained=pretrained, **overrides)
+                                     pretrained=pretrained, masking=masking, **overrides)
+
+    @property
+    def masking(self) -> str:
+        """How a removed patch is masked: "token" (mask token) or "drop" (left out of the encoder)."""
+        return self.encoder.masking
 
     def forward(self, x: torch.Tensor, keep_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(x, keep_mask)
