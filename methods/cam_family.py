@@ -55,9 +55,9 @@ class CamRow:
 CAM_TABLE: tuple[CamRow, ...] = (
     CamRow("GradCAMPlusPlus", "Grad-CAM++ (Chattopadhay et al. 2018): channels weighted by positive gradients with "
            "second-order terms."),
-    CamRow("ScoreCAM", "Score-CAM (Wang et al. 2020): channels weighted by a softmax over channels of the target logit "
-           "on the image times each scaled map.", dict(batch_size=64), gradients=False),
-    CamRow("AblationCAM", "Ablation-CAM (Desai & Ramaswamy 2020): channels weighted by the logit's drop when each "
+    CamRow("ScoreCAM", "Score-CAM (Wang et al. 2020): channels weighted by a softmax over channels of the target "
+           "output on the image times each scaled map.", dict(batch_size=64), gradients=False),
+    CamRow("AblationCAM", "Ablation-CAM (Desai & Ramaswamy 2020): channels weighted by the output's drop when each "
            "is zeroed.", dict(batch_size=64, ratio_channels_to_ablate=1.0), gradients=False),
     CamRow("EigenCAM", "Eigen-CAM (Muhammad & Yeasin 2020): first principal component of the layer's activations "
            "(class-agnostic).", gradients=False),
