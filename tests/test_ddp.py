@@ -126,7 +126,7 @@ def test_two_gloo_ranks_train_as_one_process_with_the_global_batch(tmp_path, one
     assert vit_record["computed_by"] == main_id and vit_record["world_size"] == 2
     vit_state, other_state = (torch.load(tmp_path / f"vit-rank{rank}.pt") for rank in (0, 1))
     assert all(torch.equal(vit_state[name], other_state[name]) for name in vit_state)  # every rank: one model
-    assert other[3] == "" and printed.strip().endswith(".pt")  # rank 0 alone prints the checkpoint
+    assert other[3] == "" and printed.strip().endswith(".safetensors")  # rank 0 alone prints the checkpoint
     ofa = load_trained(printed.strip())
     assert ofa.record["computed_by"] == main_id
 
@@ -170,7 +170,7 @@ def test_two_processes_asking_for_one_checkpoint_train_it_once(tmp_path):
     assert (first_by == first) == second_waited
     first_state, second_state = (torch.load(tmp_path / f"{pid}.weights") for pid in (first_pid, second_pid))
     assert all(torch.equal(first_state[name], second_state[name]) for name in first_state)
-    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "checkpoints").glob("*.safetensors"))) == 1
 
 
 def test_loader_batches_are_the_in_memory_batches_and_resume(tmp_path, monkeypatch, caplog, one_thread):

@@ -159,5 +159,5 @@ def test_unreadable_or_older_cache_entries_are_recomputed_and_said_once(tmp_path
     assert [o.status for o in outcomes.values()] == ["done", "cached", "done", "cached"]
     assert float(outcomes["key-c"].payload["value"]) == 5.0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and warnings[0].startswith("ignored 2 cached unit file(s)")
+    assert len(warnings) == 1 and warnings[0].startswith("deleted 2 cached unit file(s)")
     assert [o.status for o in execute(plan, ctx).values()] == ["cached"] * 4

@@ -192,11 +192,11 @@ def test_xaibench_train_under_torchrun_trains_with_ddp_and_rank0_writes_table1(t
                            str(tmp_path / "out"), "--quiet"], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Table 1 written") == 1  # rank 0 alone reports
-    import torch
+    from xaibench.training.checkpoints import read_checkpoint
 
-    checkpoints = sorted((tmp_path / "cache").rglob("ofa-*.pt"))
+    checkpoints = sorted((tmp_path / "cache").rglob("ofa-*.safetensors"))
     assert checkpoints
     for path in checkpoints:
-        record = torch.load(path, map_location="cpu", weights_only=False)["record"]
+        record = read_checkpoint(path).record
         assert record["world_size"] == 2
     assert "OFA" in (tmp_path / "out" / "table1.md").read_text()

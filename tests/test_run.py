@@ -157,7 +157,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, tiny_config):
     assert len(after) > len(finished)
     for name in ("table2.csv", "scores_long.csv"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
-    assert not list((tmp_path / "cache-killed" / "checkpoints").glob("*.partial.pt"))
+    assert not list((tmp_path / "cache-killed" / "checkpoints").glob("*.partial"))
 
 
 def test_unknown_names_exit_2_with_the_valid_ones(tmp_path, capsys):

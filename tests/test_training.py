@@ -175,7 +175,7 @@ def test_cli_trains_a_model_from_a_plugin_file(tmp_path):
     finally:
         MODELS._entries.pop("test_cli_plugin", None)
     assert code == 0
-    assert len(list((tmp_path / "cache" / "checkpoints").glob("test_cli_plugin-synthetic-16-*.pt"))) == 1
+    assert len(list((tmp_path / "cache" / "checkpoints").glob("test_cli_plugin-synthetic-16-*.safetensors"))) == 1
     assert "test_cli_plugin" in (tmp_path / "out" / "table1.md").read_text()
 
 
@@ -262,12 +262,12 @@ def test_training_resumes_after_a_kill(tmp_path):
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
-    assert list((tmp_path / "b" / "checkpoints").glob("*.partial.pt"))
+    assert list((tmp_path / "b" / "checkpoints").glob("*.partial"))
     resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "b"), str(tmp_path / "b.pt")],
                              env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming ofa on synthetic from step" in resumed.stdout
-    assert not list((tmp_path / "b" / "checkpoints").glob("*.partial.pt"))
+    assert not list((tmp_path / "b" / "checkpoints").glob("*.partial"))
     a, b = torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt")
     for name in a:
         assert torch.equal(a[name], b[name]), name

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -15,11 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from xaibench.io import atomic_torch_save, stable_hash, unit_lock, worker_id
+from xaibench.io import DamagedFileError, atomic_sealed_save, sealed_load, stable_hash, unit_lock, worker_id
+
+logger = logging.getLogger("xaibench.cache")
 
 #: bump when the content or meaning of a unit file changes; old files are then ignored
 #: 2 (xaibench 0.2.0): keys chain through the planned units' keys; every file records its format and writer
-UNIT_VERSION = 2
+#: 3 (xaibench 0.3.0): every file sealed with a sha256 of its content (io.seal); score keys without the forward batch
+UNIT_VERSION = 3
 FORMAT_KEY = "__unit_format__"
 WRITER_KEY = "__written_by__"
 COMPUTED_BY_KEY = "__computed_by__"
@@ -98,16 +102,21 @@ class UnitStore:
         return self.root / kind / f"{key}.pt"
 
     def load(self, kind: str, key: str) -> dict[str, Any] | None:
-        """The unit's payload, or None when it is not there (or unreadable: it is then recomputed)."""
+        """The unit's payload, or None when it is not there. A file that fails its checksum (truncated,
+        bit-flipped), is foreign or of another format is reported, deleted and so recomputed: never loaded."""
         path = self.path(kind, key)
         if not path.exists():
             return None
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a file from an older format or a damaged disk: compute the unit again
-            payload = None
-        if not isinstance(payload, dict) or payload.pop(FORMAT_KEY, None) != UNIT_VERSION:
+            payload = sealed_load(path)
+            if not isinstance(payload, dict) or payload.pop(FORMAT_KEY, None) != UNIT_VERSION:
+                raise DamagedFileError("another unit format")
+        except DamagedFileError as why:
+            logger.info("cached unit %s: %s; deleted, it is computed again", path, why)
             self.ignored.append(path)
+            path.unlink(missing_ok=True)
+            return None
+        except FileNotFoundError:  # removed meanwhile (pruned, or deleted as damaged by another process)
             return None
         payload.pop(WRITER_KEY, None)
         computed_by = payload.pop(COMPUTED_BY_KEY, None)
@@ -118,5 +127,5 @@ class UnitStore:
     def save(self, kind: str, key: str, payload: dict[str, Any]) -> Path:
         from xaibench import __version__
 
-        return atomic_torch_save({**payload, FORMAT_KEY: UNIT_VERSION, WRITER_KEY: __version__,
-                                  COMPUTED_BY_KEY: worker_id()}, self.path(kind, key))
+        return atomic_sealed_save({**payload, FORMAT_KEY: UNIT_VERSION, WRITER_KEY: __version__,
+                                   COMPUTED_BY_KEY: worker_id()}, self.path(kind, key))

@@ -71,3 +71,52 @@ def unit_lock(path: str | os.PathLike, timeout: float = -1):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path) + ".lock", timeout=timeout)
+
+
+SEAL = b"XAIBENCH-SEALED-1\n"  # then the sha256 of the body (32 bytes), then the body
+
+
+class DamagedFileError(Exception):
+    """A sealed file whose content does not match its checksum (truncated, bit-flipped) or is not sealed."""
+
+
+def seal(body: bytes) -> bytes:
+    return SEAL + hashlib.sha256(body).digest() + body
+
+
+def unseal(blob: bytes) -> bytes:
+    """The body of a sealed blob, or DamagedFileError saying what is wrong."""
+    if not blob.startswith(SEAL):
+        raise DamagedFileError("not a sealed xaibench file (another format, or foreign)")
+    digest, body = blob[len(SEAL):len(SEAL) + 32], blob[len(SEAL) + 32:]
+    if len(digest) < 32 or hashlib.sha256(body).digest() != digest:
+        raise DamagedFileError("checksum mismatch (truncated or altered)")
+    return body
+
+
+def atomic_sealed_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save of tensors, numbers, strings and containers, sealed with its checksum, written atomically."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, seal(buffer.getvalue()))
+
+
+def sealed_load(path: str | os.PathLike) -> Any:
+    """What `atomic_sealed_save` wrote, checked against its checksum and read without unpickling code
+    (weights_only=True). DamagedFileError when the file is damaged or foreign."""
+    body = unseal(Path(path).read_bytes())
+    try:
+        return torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise DamagedFileError(f"unreadable content ({type(error).__name__})") from None
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of tensors, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

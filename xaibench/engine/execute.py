@@ -155,7 +155,7 @@ class _threads:
 
 def _say_ignored(ctx: Context) -> None:
     if ctx.store.ignored:
-        logger.warning(f"ignored {len(ctx.store.ignored)} cached unit file(s) this xaibench cannot read (another "
-                       f"format or damaged, e.g. {ctx.store.ignored[0]}); they were recomputed")
+        logger.warning(f"deleted {len(ctx.store.ignored)} cached unit file(s) that failed their checksum or are "
+                       f"of another format (e.g. {ctx.store.ignored[0]}); they were recomputed")
         ctx.store.ignored.clear()
 

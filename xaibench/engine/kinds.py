@@ -14,6 +14,7 @@ from xaibench.engine.units import NotApplicable, Unit, UnitKind, register_kind
 from xaibench.io import worker_id
 from xaibench.methods import Explanation, create_method
 from xaibench.metrics import create_metric
+from xaibench.training.trainer import existing_checkpoint
 from xaibench.training import (TrainedModel, checkpoint_path, classification_scores, medmnist_evaluate,
                                predict_proba, train_model)
 
@@ -31,7 +32,8 @@ class TrainKind(UnitKind):
 
     def cached(self, unit: Unit, ctx: Context) -> bool:
         p = unit.params
-        return checkpoint_path(p["spec"], p["model"], p["config"], p["seed"], ctx.cache_root).exists()
+        return existing_checkpoint(checkpoint_path(p["spec"], p["model"], p["config"], p["seed"], ctx.cache_root)) \
+            is not None
 
     def run(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> tuple[Any, bool, float]:
         start, was_cached = time.perf_counter(), self.cached(unit, ctx)

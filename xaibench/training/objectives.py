@@ -132,8 +132,9 @@ class OFAObjective(Objective):
         if not path.exists():
             raise XaibenchError(f"OFA init {init!r} is neither a registered model ({', '.join(MODELS.names())}) "
                                 f"nor an existing checkpoint file")
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        state_dict = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
+        from xaibench.models.pretrained import read_state_dict  # safetensors, or torch with weights_only=True
+
+        state_dict = read_state_dict(path, "OFA init checkpoint")
         _load_weights(model, state_dict, strict=False, source=f"checkpoint {path}")
         return {"from": str(path)}
 

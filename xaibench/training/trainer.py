@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from xaibench.data import ImageDataset, create_dataset
 from xaibench.data.base import to_float
 from xaibench.errors import XaibenchError
-from xaibench.io import atomic_torch_save, cache_dir, stable_hash, unit_lock, worker_id
+from xaibench.io import atomic_sealed_save, cache_dir, sealed_load, stable_hash, unit_lock, worker_id
+from xaibench.training.checkpoints import (LEGACY_SUFFIX, SUFFIX, Checkpoint, DamagedCheckpointError,
+                                           read_checkpoint, save_checkpoint)
 from xaibench.models import MaskedClassifier, create_model
 from xaibench.registry import MODELS
 from xaibench.training.config import TrainConfig
@@ -98,7 +100,28 @@ def checkpoint_path(data: DataSpec, model_name: str, config: TrainConfig, seed: 
 
 
 def _checkpoint_file(data: DataSpec, model_name: str, key: str, cache: Path | None) -> Path:
-    return Path(cache or cache_dir()) / "checkpoints" / f"{model_name}-{data.name}-{data.size}-{key}.pt"
+    return Path(cache or cache_dir()) / "checkpoints" / f"{model_name}-{data.name}-{data.size}-{key}{SUFFIX}"
+
+
+def existing_checkpoint(final_path: Path) -> Path | None:
+    """The checkpoint file for `final_path` that is on disk: itself, else a `.pt` one of xaibench < 0.3."""
+    for path in (final_path, final_path.with_suffix(LEGACY_SUFFIX)):
+        if path.exists():
+            return path
+    return None
+
+
+def _load_or_forget(final_path: Path, device: torch.device) -> TrainedModel | None:
+    """The cached checkpoint, or None when there is none or it is damaged (then reported and deleted)."""
+    path = existing_checkpoint(final_path)
+    if path is None:
+        return None
+    try:
+        return load_trained(path, device)
+    except DamagedCheckpointError as why:
+        logger.warning("%s; deleted, it is trained again", why)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def accepted_parameters(factory) -> set[str]:
@@ -139,16 +162,14 @@ def build_model(model_name: str, kwargs: dict[str, Any], seed: int, train: Image
 
 
 def load_trained(path: Path, device: torch.device | str = "cpu") -> TrainedModel:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise XaibenchError(f"cannot read checkpoint {path}: {error}") from None
-    kwargs = dict(saved["model_kwargs"])
+    """A trained model from its checkpoint file (checked, never unpickled: checkpoints.py)."""
+    saved = read_checkpoint(path)
+    kwargs = dict(saved.model_kwargs)
     if "pretrained" in kwargs:  # the weights are in the checkpoint: never fetch them again
         kwargs["pretrained"] = None
-    model = create_model(saved["model_name"], **kwargs)
-    model.load_state_dict(saved["state_dict"])
-    return TrainedModel(model.to(device).eval(), saved["record"], Path(path))
+    model = create_model(saved.model_name, **kwargs)
+    model.load_state_dict(saved.state_dict)
+    return TrainedModel(model.to(device).eval(), saved.record, Path(path))
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -219,14 +240,14 @@ def _start_run(label: str, model, objective: Objective, config: TrainConfig, n_t
 
 
 def _save_partial(run: _Run, path: Path) -> None:
-    atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+    atomic_sealed_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                        "scheduler": run.scheduler.state_dict(), "order_generator": run.order_generator.get_state(),
                        "mask_generator": run.mask_generator.get_state(), "state": run.state,
                        "init_record": run.init_record}, path)
 
 
 def _resume(run: _Run, path: Path) -> None:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = sealed_load(path)
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
@@ -449,13 +470,15 @@ def train_model(model_name: str, data: DataSpec, config: TrainConfig | None = No
     job = _Job(model_name, data, config, seed, device, cache, progress, workers, key, final_path, group)
     if group is not None:
         return _train_collective(job)
-    if final_path.exists():
-        return load_trained(final_path, device)
+    trained = _load_or_forget(final_path, device)
+    if trained is not None:
+        return trained
     with unit_lock(final_path):
-        if final_path.exists():  # written by another process while this one waited for the lock
+        trained = _load_or_forget(final_path, device)
+        if trained is not None:  # written by another process while this one waited for the lock
             logger.info("%s on %s: trained meanwhile by another process (%s)", model_name, data.name,
                         final_path.name)
-            return load_trained(final_path, device)
+            return trained
         return _train(job)
 
 
@@ -464,16 +487,17 @@ def _train_collective(job: _Job) -> TrainedModel:
     every rank loads the checkpoint rank 0 wrote."""
     group = job.group
     with unit_lock(job.final_path) if group.is_main else contextlib.nullcontext():
-        if not group.broadcast(job.final_path.exists() if group.is_main else None):
+        cached = _load_or_forget(job.final_path, job.device) is not None if group.is_main else None
+        if not group.broadcast(cached):
             _train(job)
         group.barrier()
-    return load_trained(job.final_path, job.device)
+    return load_trained(existing_checkpoint(job.final_path) or job.final_path, job.device)
 
 
 def _train(job: _Job) -> TrainedModel | None:
     """Build, warm-start (or resume) and train the model, then write the checkpoint (rank 0 under DDP)."""
     model_name, data, config, seed, device = job.model_name, job.data, job.config, job.seed, job.device
-    partial_path = job.final_path.with_suffix(".partial.pt")
+    partial_path = job.final_path.with_suffix(".partial")
     objective = resolve_objective(model_name, config)
     if job.group is not None and "shard" not in inspect.signature(objective.loss).parameters:
         raise XaibenchError(f"objective {objective.name!r} cannot train under torchrun: its loss takes no `shard` "
@@ -516,8 +540,7 @@ def _finish(run: _Run, model_name: str, data: DataSpec, seed: int, key: str, kwa
     if run.group is not None:
         record["world_size"] = run.group.world_size
     saved_kwargs = {**kwargs, "pretrained": None} if "pretrained" in kwargs else dict(kwargs)
-    atomic_torch_save({"model_name": model_name, "model_kwargs": saved_kwargs,
-                       "state_dict": best["state_dict"], "record": record}, final_path)
+    save_checkpoint(final_path, Checkpoint(model_name, saved_kwargs, best["state_dict"], record))
     partial_path.unlink(missing_ok=True)
     run.model.eval()
     return TrainedModel(run.model, record, final_path)
