@@ -128,18 +128,29 @@ def _finite(cell: str) -> bool:
 
 def _check_checkpoints(manifest: dict, cache, size: int) -> None:
     """Each set's OFA network was built for its channels, classes and size, and validated to a finite AUC."""
+    from xaibench.training import load_trained
+
     for name in PAPER_DATASETS:
-        saved = torch.load(cache / "checkpoints" / manifest["checkpoints"][f"{name}/seed0"]["file"],
-                           map_location="cpu", weights_only=False)
-        info, kwargs = medmnist.INFO[name], saved["model_kwargs"]
-        assert (kwargs["in_chans"], kwargs["num_classes"], kwargs["img_size"]) == (
+        trained = load_trained(cache / "checkpoints" / manifest["checkpoints"][f"{name}/seed0"]["file"])
+        info, model = medmnist.INFO[name], trained.model
+        assert (model.in_chans, model.num_classes, model.img_size) == (
             info["n_channels"], len(info["label"]), size), name
-        assert math.isfinite(saved["record"]["val_auc"]), name
+        assert math.isfinite(trained.record["val_auc"]), name
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core runner two threads per process
+    made this test up to four times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [28, 64])
-def test_run_all_nine_sets_end_to_end(size, tmp_path, monkeypatch, capsys):
+def test_run_all_nine_sets_end_to_end(size, tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.setattr(engine_plan, "BASELINE_MODELS", ["ofa"])  # Table 1 through medmnist's Evaluator, no ResNet
     data, cache, out = tmp_path / "data", tmp_path / "cache", tmp_path / "out"
     write_fixtures(data, sizes=(size,))
