@@ -129,3 +129,57 @@ class UnitStore:
 
         return atomic_sealed_save({**payload, FORMAT_KEY: UNIT_VERSION, WRITER_KEY: __version__,
                                    COMPUTED_BY_KEY: worker_id()}, self.path(kind, key))
+
+
+def cache_entries(root: str | Path) -> dict[str, list[Path]]:
+    """The result files of a cache folder by kind: 'checkpoints' and each unit kind (locks and temporaries aside)."""
+    root = Path(root)
+    kinds: dict[str, list[Path]] = {}
+    folder = root / "checkpoints"
+    if folder.is_dir():
+        kinds["checkpoints"] = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".pt", ".partial")
+                                      and p.is_file())
+    units = root / "units"
+    for kind in sorted(p for p in units.iterdir() if p.is_dir()) if units.is_dir() else []:
+        kinds[kind.name] = sorted(p for p in kind.glob("*.pt") if p.is_file())
+    return kinds
+
+
+def cache_info(root: str | Path) -> list[dict[str, Any]]:
+    """Per kind: file count, bytes, oldest and newest write time (POSIX seconds)."""
+    rows = []
+    for kind, files in cache_entries(root).items():
+        times = [p.stat().st_mtime for p in files]
+        rows.append({"kind": kind, "files": len(files), "bytes": sum(p.stat().st_size for p in files),
+                     "oldest": min(times, default=None), "newest": max(times, default=None)})
+    return rows
+
+
+def prune_cache(root: str | Path, older_than_days: float | None = None, keep_latest: int | None = None,
+                now: float | None = None, dry_run: bool = False) -> list[Path]:
+    """Delete result files written more than `older_than_days` ago, and/or all but the `keep_latest` newest of
+    each kind; a file being computed (its lock held) is never touched. Returns the deleted (or, dry, doomed)."""
+    import time
+
+    from filelock import Timeout
+
+    now = time.time() if now is None else now
+    doomed = []
+    for files in cache_entries(root).values():
+        by_age = sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+        for index, path in enumerate(by_age):
+            old = older_than_days is not None and now - path.stat().st_mtime > older_than_days * 86400
+            surplus = keep_latest is not None and index >= keep_latest
+            if old or surplus:
+                doomed.append(path)
+    deleted = []
+    for path in doomed:
+        lock = unit_lock(path.with_suffix(".safetensors") if path.suffix == ".partial" else path, timeout=0)
+        try:
+            with lock:
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+                deleted.append(path)
+        except Timeout:  # a process is computing it right now
+            continue
+    return deleted

@@ -6,6 +6,7 @@ Only the runner and the CLI know about result folders on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,10 +88,33 @@ def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: 
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
     if distributed.world_size() > 1:  # under torchrun: every rank trains, then rank 0 alone reports
         return _table1_under_torchrun(plan, ctx, out, config, device, keep_going, grid, started)
-    outcomes = _executed(plan, ctx, keep_going, grid)
-    frames = collect(plan, outcomes, ctx)
-    files = write_table1(out, frames, config, device) if len(frames.table1) else []
+    with claim_out(out):
+        outcomes = _executed(plan, ctx, keep_going, grid)
+        frames = collect(plan, outcomes, ctx)
+        files = write_table1(out, frames, config, device) if len(frames.table1) else []
     return _result(frames, out, files, outcomes, started)
+
+
+@contextlib.contextmanager
+def claim_out(out: Path):
+    """Hold `out` for this run: a second run into a folder a live run is writing is refused (one line)."""
+    from filelock import FileLock, Timeout
+
+    if out.exists() and not out.is_dir():
+        raise XaibenchError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(out / ".xaibench-run.lock"), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise XaibenchError(f"--out {out} is being written by another xaibench run right now; wait for it to "
+                            f"finish or give another --out") from None
+    except OSError as error:
+        raise XaibenchError(f"--out {out} cannot be written: {error.strerror or error}") from None
+    try:
+        yield out
+    finally:
+        lock.release()
 
 
 def _table1_under_torchrun(plan: Plan, ctx: Context, out: Path, config: dict[str, Any], device: torch.device,
@@ -141,7 +165,17 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
-    outcomes = _executed(plan, ctx, keep_going, grid)
+    with claim_out(out):
+        outcomes = _executed(plan, ctx, keep_going, grid)
+        return _benchmark_outputs(plan, outcomes, ctx, options, config, overrides, root, out, device, keep_going,
+                                  command, save_maps, grid, started)
+
+
+def _benchmark_outputs(plan: Plan, outcomes: dict, ctx: Context, options: RunOptions, config: dict[str, Any],
+                       overrides: dict[str, Any], root: str | None, out: Path, device: torch.device,
+                       keep_going: bool, command: list[str] | None, save_maps: bool, grid: Grid | None,
+                       started: float) -> RunResult:
+    """Collect the outcomes and write Table 2, the side tables, figures, maps and the manifest into `out`."""
     frames = collect(plan, outcomes, ctx, options.n_figure_images if options.figures else 0)
     files = write_run_outputs(out, frames, options.methods, options.datasets)
     files += _optional_outputs(out, frames, options, keep_going, save_maps)
