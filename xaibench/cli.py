@@ -59,6 +59,16 @@ def _comma_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -74,7 +84,7 @@ def _grid(args: argparse.Namespace):
     from xaibench.engine.grid import Grid
 
     grid = Grid(args.backend, args.jobs, args.scheduler, args.threads, tuple(args.plugins or ()),
-                getattr(args, "compile", None))
+                getattr(args, "compile", None), args.unit_timeout)
     grid.check_installed()
     return grid
 
@@ -213,6 +223,8 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
     grid.add_argument("--jobs", type=_positive_int, default=1,
                       help="parallel workers (default 1; with loky, dask or ray; one GPU each when several)")
     grid.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="address of a running dask scheduler")
+    grid.add_argument("--unit-timeout", type=_positive_float, metavar="SECONDS",
+                      help="a unit that runs longer fails (named, like any failed unit; serial and loky backends)")
     grid.add_argument("--threads", type=_positive_int,
                       help="torch intra-op threads per unit (default: all cores when serial, cores/jobs in a "
                            "worker). CPU results depend on it: equal --threads give byte-identical tables")

@@ -165,10 +165,24 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
+    _probe(options, config, overrides, setup, ctx, plan)
     with claim_out(out):
         outcomes = _executed(plan, ctx, keep_going, grid)
         return _benchmark_outputs(plan, outcomes, ctx, options, config, overrides, root, out, device, keep_going,
                                   command, save_maps, grid, started)
+
+
+def _probe(options: RunOptions, config: dict[str, Any], overrides: dict[str, Any], setup, ctx: Context,
+           plan: Plan) -> None:
+    """Every method on an untrained network before any training (engine/probe.py), once per data shape; skipped
+    when every explanation is cached already."""
+    from xaibench.engine.probe import probe_methods
+
+    if not [unit for unit in plan if unit.kind == "explain" and unit.key not in cached_units([unit], ctx)]:
+        return
+    shapes = {(t.info.in_chans, t.info.n_classes, t.info.size): t.info for t in setup.tests.values()}
+    for info in shapes.values():
+        probe_methods(options, config, overrides, info, ctx.device)
 
 
 def _benchmark_outputs(plan: Plan, outcomes: dict, ctx: Context, options: RunOptions, config: dict[str, Any],

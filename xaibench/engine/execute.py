@@ -8,8 +8,11 @@ The progress bar counts the plan's units.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -50,7 +53,31 @@ def _blocked(unit: Unit, outcomes: dict[str, Outcome]) -> Outcome | None:
     return None
 
 
-def run_unit(unit: Unit, ctx: Context, outcomes: dict[str, Outcome]) -> Outcome:
+class UnitTimeout(XaibenchError):
+    """A unit ran past --unit-timeout."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, label: str):
+    """Raise UnitTimeout in this (main) thread after `seconds`; a no-op without a limit or off the main thread
+    (dask runs tasks in threads: there the scheduler's own limits apply)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise UnitTimeout(f"{label} ran past --unit-timeout {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_unit(unit: Unit, ctx: Context, outcomes: dict[str, Outcome], timeout: float | None = None) -> Outcome:
     """Load or compute one unit whose dependencies are done; a failure is returned, not raised."""
     blocked = _blocked(unit, outcomes)
     if blocked is not None:
@@ -58,7 +85,8 @@ def run_unit(unit: Unit, ctx: Context, outcomes: dict[str, Outcome]) -> Outcome:
     kind = UNIT_KINDS[unit.kind]
     deps: dict[str, Any] = {dep: outcomes[dep].payload for dep in unit.deps}
     try:
-        payload, cached, seconds = kind.run(unit, ctx, deps)
+        with deadline(timeout, unit.label):
+            payload, cached, seconds = kind.run(unit, ctx, deps)
     except KeyboardInterrupt:
         raise
     except NotApplicable as reason:
@@ -95,7 +123,7 @@ def execute(units: list[Unit], ctx: Context, on_error: str = "stop", grid: Grid 
         else:
             with _threads(grid.threads):
                 for unit in units:
-                    _finished(run_unit(unit, ctx, outcomes), outcomes, bar, on_error)
+                    _finished(run_unit(unit, ctx, outcomes, grid.unit_timeout), outcomes, bar, on_error)
     finally:
         bar.close()
         _say_ignored(ctx)

@@ -37,10 +37,13 @@ class Grid:
     threads: int | None = None  # None: torch's default in serial runs, cores // jobs in a worker
     plugins: tuple[str, ...] = field(default=())  # plugin files each worker loads before its first task
     compile: str | None = None  # torch.compile backend of the metrics' masked forward (Context.forward)
+    unit_timeout: float | None = None  # seconds a unit may run (serial and loky; dask and ray: their own limits)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise XaibenchError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.unit_timeout is not None and not self.unit_timeout > 0:
+            raise XaibenchError(f"--unit-timeout must be a number of seconds > 0, got {self.unit_timeout!r}")
         for name in ("jobs", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -172,7 +175,7 @@ def run_task(task: Task):
                                traceback=outcome.traceback)
             _STATE.remember(dep.key, outcome.payload)
         outcomes[dep.key] = Outcome(dep, "cached", payload=_STATE.payloads[dep.key])
-    outcome = run_unit(task.unit, ctx, outcomes)
+    outcome = run_unit(task.unit, ctx, outcomes, task.grid.unit_timeout)
     if outcome.ok:
         _STATE.remember(task.unit.key, outcome.payload)
         outcome.payload = UNIT_KINDS[task.unit.kind].portable(outcome.payload)

@@ -11,7 +11,7 @@ import torch
 from xaibench.cache import derive_seed
 from xaibench.engine.context import Context
 from xaibench.engine.units import NotApplicable, Unit, UnitKind, register_kind
-from xaibench.io import worker_id
+from xaibench.faults import event
 from xaibench.methods import Explanation, create_method
 from xaibench.metrics import create_metric
 from xaibench.training.trainer import existing_checkpoint
@@ -36,13 +36,11 @@ class TrainKind(UnitKind):
             is not None
 
     def run(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> tuple[Any, bool, float]:
-        start, was_cached = time.perf_counter(), self.cached(unit, ctx)
-        p = unit.params
+        start, p = time.perf_counter(), unit.params
         trained = train_model(p["model"], p["spec"], p["config"], p["seed"], ctx.device, ctx.cache_root,
                               ctx.progress)
         trained.model.eval()
-        computed_by = trained.record.get("computed_by")  # another process may have trained it while we waited
-        return trained, was_cached or computed_by not in (None, worker_id()), time.perf_counter() - start
+        return trained, not trained.trained_now, time.perf_counter() - start
 
     def detail(self, payload: Any) -> str:
         return f" (checkpoint {payload.path.name})"
@@ -169,6 +167,7 @@ class ExplainKind(UnitKind):
         parts = []
         for start in ctx.progress_range(len(batch.x), p["batch_size"], unit.label):
             chunk = slice(start, start + p["batch_size"])
+            event("explain")
             parts.append(explainer.explain(batch.x[chunk], targets[chunk], generator=generator))
         return explanation_payload(merge_explanations(parts), targets)
 
@@ -197,6 +196,7 @@ class ScoreKind(UnitKind):
         x_axis, n_forward = None, 0
         for start in ctx.progress_range(len(batch.x), p["batch_size"], unit.label):
             chunk = slice(start, start + p["batch_size"])
+            event("score")
             output = metric.evaluate(forward_fn, batch.x[chunk],
                                      explained["attributions"][chunk].to(ctx.device),
                                      explained["targets"][chunk].to(ctx.device),

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from xaibench.data import ImageDataset, create_dataset
 from xaibench.data.base import to_float
 from xaibench.errors import XaibenchError
+from xaibench.faults import event
 from xaibench.io import atomic_sealed_save, cache_dir, sealed_load, stable_hash, unit_lock, worker_id
 from xaibench.training.checkpoints import (LEGACY_SUFFIX, SUFFIX, Checkpoint, DamagedCheckpointError,
                                            read_checkpoint, save_checkpoint)
@@ -71,6 +72,7 @@ class TrainedModel:
     model: MaskedClassifier
     record: dict[str, Any]
     path: Path
+    trained_now: bool = False  # trained by this call (not loaded from the cache)
 
 
 def resolve_objective(model_name: str, config: TrainConfig) -> Objective:
@@ -406,6 +408,7 @@ def _loop(run: _Run, train: ImageDataset, val: ImageDataset, partial_path: Path,
     window_start, window_images = time.perf_counter(), 0
     while run.state["step"] < run.total_steps:
         x, y, shard, weight, batch = next(batches)
+        event("train step")
         losses = _step(run, x, y, shard, weight)
         step = run.state["step"]
         for name, value in losses.items():  # stays on the device until the log; under DDP weighted by the shard
@@ -543,4 +546,4 @@ def _finish(run: _Run, model_name: str, data: DataSpec, seed: int, key: str, kwa
     save_checkpoint(final_path, Checkpoint(model_name, saved_kwargs, best["state_dict"], record))
     partial_path.unlink(missing_ok=True)
     run.model.eval()
-    return TrainedModel(run.model, record, final_path)
+    return TrainedModel(run.model, record, final_path, trained_now=True)
