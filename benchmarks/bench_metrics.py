@@ -2,6 +2,13 @@
 
 Run: .venv/bin/python benchmarks/bench_metrics.py [--device cuda --arch vit-b --img-size 224 ...];
 prints a markdown table (docs/metrics.md holds the results).
+
+    .venv/bin/python benchmarks/bench_metrics.py --masking token,drop --models vit,ofa --img-size 56 --patch-size 4
+
+With --masking: the side-by-side of docs/metrics.md, "Token dropping": per model, the masked inputs/s of `srg`
+at every curve point (MIF and LIF) with each listed masking against the bare full-token forward (no keep-mask,
+identical under either masking) of the same weights at the same batch; each rate the median of --repeats
+interleaved repeats.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import torch
 from xaibench.metrics import rsrg, srg
 
 from harness import add_model_args, build_model, sync
+from xaibench.models import create_model
 
 
 def timed(device: torch.device, fn, repeats: int = 1):
@@ -42,7 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scaling-steps", type=int, default=7, help="smallest K of the scaling rows (K, 2K-1, 4K-3)")
     parser.add_argument("--bare-batches", type=int, default=4, help="timed batches of the bare forward")
     parser.add_argument("--repeats", type=int, default=2, help="timings per row; the best is kept")
+    parser.add_argument("--masking", default=None, help="e.g. token,drop: srg with each masking against the bare forward")
+    parser.add_argument("--models", default="vit,ofa", help="models of the --masking side-by-side")
+    parser.add_argument("--patch-size", type=int, default=None, help="patch side (default: the image size's)")
     args = parser.parse_args(argv)
+    if args.masking:
+        return side_by_side(args)
 
     device, model = build_model(args)
     n = model.n_patches
@@ -126,6 +139,59 @@ def main(argv: list[str] | None = None) -> None:
         print(f"peak CUDA memory vs steps: {', '.join(f'{p:.0f}' for p in peaks)} MiB (flat = bounded by batch_size)")
     else:
         print("peak memory: measured on CUDA only; masks and masked inputs are built per chunk of batch_size")
+
+
+def side_by_side(args) -> None:
+    """srg (every point) with masking token and --masking against the bare full-token forward, same weights."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, bs = torch.device(args.device), args.batch_size
+    maskings = args.masking.split(",")
+    g = torch.Generator().manual_seed(1)
+    shape = (args.in_chans, args.img_size, args.img_size)
+    x_bare = torch.randn((bs, *shape), generator=g).to(device)
+    inputs = torch.randn((args.n_images, *shape), generator=g).to(device)
+    targets = torch.randint(0, 3, (args.n_images,), generator=g).to(device)
+    print("| model | n | masking | srg inputs/s | bare full-token inputs/s | srg / bare |\n|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        models = {}
+        for masking in maskings:
+            torch.manual_seed(0)
+            models[masking] = create_model(name, num_classes=3, in_chans=args.in_chans, img_size=args.img_size,
+                                           arch=args.arch, patch_size=args.patch_size,
+                                           masking=masking).eval().to(device)
+        n = models[maskings[0]].n_patches
+        attributions = torch.randn(args.n_images, n, generator=g).to(device)
+        runs = {"bare": lambda: _bare(models[maskings[0]], x_bare, args.bare_batches, device)}
+        for masking, model in models.items():
+            runs[masking] = lambda model=model: srg(model.forward_fn, inputs, attributions, targets, steps=None,
+                                                    batch_size=bs, random_baseline=False).n_forward
+        rates = {key: [] for key in runs}
+        for run in runs.values():
+            run()  # warm-up
+        for _ in range(args.repeats):
+            for key, run in runs.items():
+                sync(device)
+                start = time.perf_counter()
+                count = run()
+                sync(device)
+                rates[key].append(count / (time.perf_counter() - start))
+        median = {key: sorted(values)[len(values) // 2] for key, values in rates.items()}
+        for masking in maskings:
+            print(f"| {name} | {n} | {masking} | {median[masking]:,.0f} | {median['bare']:,.0f} "
+                  f"| {median[masking] / median['bare']:.2f} |")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    print(f"\n{args.arch}, {args.img_size} px, batch {bs}, {args.n_images} images, {where}, torch {torch.__version__}, "
+          f"median of {args.repeats} interleaved repeats")
+
+
+def _bare(model, x, batches: int, device) -> int:
+    """The full-token forward (no keep-mask) of `batches` batches, in the metrics' precision; inputs counted."""
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for _ in range(batches):
+            model.forward_fn(x)
+    return x.shape[0] * batches
 
 
 if __name__ == "__main__":
