@@ -5,13 +5,15 @@
 """
 from xaibench.registry import METHODS, list_methods, register_method
 
-from .base import Explainer, Explanation, PassCounter, create_method, seeded_global_rng, unsuited_reason
+from .base import (Explainer, Explanation, FittedExplainer, PassCounter, create_method, is_fitted,
+                   seeded_global_rng, unsuited_reason)
 # Importing a module registers its methods.
 from . import (attention_family, builtin, cam_family, captum_family, lrp_family,  # noqa: E402,F401
                rise)
 from .captum_family import (CAPTUM_TABLE, CaptumExplainer, CaptumRow, LayerCaptumExplainer, PatchCaptumExplainer,
                             PixelCaptumExplainer, register_captum_row)
 
-__all__ = ["CAPTUM_TABLE", "METHODS", "CaptumExplainer", "CaptumRow", "Explainer", "Explanation",
+__all__ = ["CAPTUM_TABLE", "METHODS", "CaptumExplainer", "CaptumRow", "Explainer", "Explanation", "FittedExplainer",
+           "is_fitted",
            "LayerCaptumExplainer", "PassCounter", "PatchCaptumExplainer", "PixelCaptumExplainer", "create_method",
            "list_methods", "register_captum_row", "register_method", "seeded_global_rng", "unsuited_reason"]

@@ -276,6 +276,31 @@ class Explainer:
         return raw.float().to(inputs.device), None
 
 
+class FittedExplainer(Explainer):
+    """An amortized explainer: it has weights of its own, trained on the explained model and the training split
+    before it explains (ViT-Shapley, FastSHAP). The engine plans a `fit` unit per dataset, seed and method,
+    caches its state like any unit, and hands that state to `load_fitted` before the explain unit runs.
+
+    A subclass overrides `fit` (returning its state: a dict of tensors), `load_fitted` and `attribute`.
+    `attribute` must work unfitted too (with its initial weights): the run's probe calls it before training.
+    """
+
+    def fit(self, train, generator: torch.Generator, progress: bool = False) -> dict[str, torch.Tensor]:
+        """Train the explainer on `train` (an ImageDataset; its images reach the model through `train.batch`)
+        with draws from `generator`; return its state."""
+        raise NotImplementedError(f"method {self.name!r}: {type(self).__name__} does not implement fit()")
+
+    def load_fitted(self, state: dict[str, torch.Tensor]) -> None:
+        """Take the state `fit` returned (on the CPU; move it to the model's device)."""
+        raise NotImplementedError(f"method {self.name!r}: {type(self).__name__} does not implement load_fitted()")
+
+
+def is_fitted(method_name: str) -> bool:
+    """Whether a registered method is an amortized explainer that needs a fit unit."""
+    factory = METHODS.get(method_name)
+    return inspect.isclass(factory) and issubclass(factory, FittedExplainer)
+
+
 def create_method(name: str, model: nn.Module, **options: Any) -> Explainer:
     """Build the registered explainer `name` for `model`; an unknown option is a one-line XaibenchError."""
     factory = METHODS.get(name)

@@ -200,3 +200,49 @@ def test_xaibench_train_under_torchrun_trains_with_ddp_and_rank0_writes_table1(t
         record = read_checkpoint(path).record
         assert record["world_size"] == 2
     assert "OFA" in (tmp_path / "out" / "table1.md").read_text()
+
+
+FITTED_PLUGIN = '''
+import torch
+from xaibench.methods import FittedExplainer
+from xaibench.registry import register_method
+
+
+@register_method("test.fitted")
+class MeanImportance(FittedExplainer):
+    """Amortized toy: learns one score per patch (the mean |x| of the training images), explains with it."""
+
+    needs_gradients = False
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.weights = torch.zeros(model.n_patches)
+
+    def fit(self, train, generator, progress=False):
+        x, _ = train.batch(slice(0, 32))
+        pooled = torch.nn.functional.avg_pool2d(x.abs().mean(1, keepdim=True), self.model.patch_size)
+        noise = torch.rand(self.model.n_patches, generator=generator, device=generator.device).cpu()
+        return {"weights": pooled.mean(0).flatten() + 1e-3 * noise}
+
+    def load_fitted(self, state):
+        self.weights = state["weights"]
+
+    def attribute(self, inputs, targets, generator=None):
+        return self.weights.to(inputs.device).expand(inputs.shape[0], -1).clone()
+'''
+
+
+def test_an_amortized_explainer_is_fitted_once_as_a_cached_unit_and_explains_with_its_state(tmp_path, tiny, capsys):
+    plugin = tmp_path / "fitted.py"
+    plugin.write_text(FITTED_PLUGIN)
+    args = ["--plugins", str(plugin), "--methods", "ofa,test.fitted"]
+    assert _run(tiny, tmp_path / "o", tmp_path / "c", *args, "--dry-run") == 0
+    assert "fit synthetic/seed0/test.fitted" in capsys.readouterr().out
+    assert _run(tiny, tmp_path / "o", tmp_path / "c", *args) == 0
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["units"]["fit synthetic/seed0/test.fitted"]["cached"] is False
+    assert len(list((tmp_path / "c" / "units" / "fit").glob("*.pt"))) == 1
+    assert _run(tiny, tmp_path / "loky", tmp_path / "c", *args, "--backend", "loky", "--jobs", "2") == 0
+    again = json.loads((tmp_path / "loky" / "manifest.json").read_text())
+    assert all(unit["cached"] for unit in again["units"].values())
+    assert (tmp_path / "loky" / "table2.csv").read_bytes() == (tmp_path / "o" / "table2.csv").read_bytes()

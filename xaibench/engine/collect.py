@@ -88,6 +88,9 @@ class _Collector:
 
     load = train
 
+    def fit(self, unit: Unit, outcome: Outcome) -> None:
+        """An amortized explainer's training: its time is in the manifest's units (cost.csv counts explaining)."""
+
     def evaluate(self, unit: Unit, outcome: Outcome) -> None:
         self.table1.extend(table1_rows(unit.params, outcome.payload))
 

@@ -53,6 +53,15 @@ class Context:
             self._splits[key] = loaded if loaded is not None else spec.load("test")
         return self._splits[key]
 
+    def split(self, spec, split: str):
+        """A split of `spec` (the test split through test_split; the others read once per execution)."""
+        if split == "test":
+            return self.test_split(spec)
+        key = f"{split}:{repr(spec.key())}"
+        if key not in self._splits:
+            self._splits[key] = spec.load(split)
+        return self._splits[key]
+
     def test_batch(self, spec, n_test: int) -> TestBatch:
         """The first `n_test` test images of `spec` (a DataSpec), loaded once per execution."""
         memo_key = (repr(spec.key()), n_test)

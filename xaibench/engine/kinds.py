@@ -164,12 +164,34 @@ class ExplainKind(UnitKind):
         generator = torch.Generator(device=ctx.device).manual_seed(
             derive_seed(p["seed"], p["dataset"], p["method"], "explain"))
         explainer = create_method(p["method"], model, **p["options"])
+        if len(unit.deps) > 1:  # an amortized explainer: its fitted state first
+            explainer.load_fitted(deps[unit.deps[1]]["state"])
         parts = []
         for start in ctx.progress_range(len(batch.x), p["batch_size"], unit.label):
             chunk = slice(start, start + p["batch_size"])
             event("explain")
             parts.append(explainer.explain(batch.x[chunk], targets[chunk], generator=generator))
         return explanation_payload(merge_explanations(parts), targets)
+
+
+@register_kind
+class FitKind(UnitKind):
+    """Train an amortized explainer (a FittedExplainer) on the model and the training split; its state is cached."""
+
+    name = "fit"
+
+    def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
+        start, p = time.perf_counter(), unit.params
+        model = _model(deps, unit).model
+        reason = _unsuited(p["method"], model, p["options"])
+        if reason:
+            raise NotApplicable(reason)
+        explainer = create_method(p["method"], model, **p["options"])
+        generator = torch.Generator(device=ctx.device).manual_seed(
+            derive_seed(p["seed"], p["dataset"], p["method"], "fit"))
+        state = explainer.fit(ctx.split(p["spec"], "train"), generator, progress=ctx.progress)
+        return {"state": {name: tensor.detach().cpu() for name, tensor in state.items()},
+                "seconds": time.perf_counter() - start}
 
 
 @register_kind

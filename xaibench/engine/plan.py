@@ -17,6 +17,7 @@ from xaibench.engine.options import RunOptions, data_spec, train_config_for
 from xaibench.engine.units import UNIT_KINDS, Unit
 from xaibench.errors import XaibenchError
 from xaibench.io import file_digest
+from xaibench.methods import is_fitted
 from xaibench.metrics import create_metric
 from xaibench.registry import METHODS, METRICS
 from xaibench.training import DataSpec, checkpoint_key
@@ -126,15 +127,28 @@ def model_unit(options: RunOptions, spec: DataSpec, config: dict[str, Any], over
     return unit
 
 
+def fit_unit(setup: RunSetup, model: Unit, spec: DataSpec, seed: int, method: str, method_options: dict[str, Any],
+             device: torch.device) -> Unit:
+    """An amortized explainer (FittedExplainer) trained on the model and the training split."""
+    key = unit_key("fit", {"model": model.key, "data": spec.key(), "method": method, "options": method_options,
+                           "code": setup.method_code[method], "seed": seed, "device": device.type})
+    return Unit("fit", f"fit {spec.name}/seed{seed}/{method}", key, (model.key,),
+                params={"dataset": spec.name, "spec": spec, "seed": seed, "method": method,
+                        "options": method_options})
+
+
 def explain_unit(options: RunOptions, setup: RunSetup, model: Unit, spec: DataSpec, seed: int, method: str,
-                 device: torch.device) -> Unit:
+                 device: torch.device, fitted: Unit | None = None) -> Unit:
     n_test = min(options.n_test, len(setup.tests[spec.name]))
     method_options = options.method_options.get(method, {})
-    key = unit_key("explain", {
-        "model": model.key, "data": spec.key(), "n_test": n_test, "target": options.target, "method": method,
-        "options": method_options, "code": setup.method_code[method], "seed": seed,
-        "batch_size": options.batch_size, "device": device.type})
-    return Unit("explain", f"explain {spec.name}/seed{seed}/{method}", key, (model.key,),
+    inputs = {"model": model.key, "data": spec.key(), "n_test": n_test, "target": options.target, "method": method,
+              "options": method_options, "code": setup.method_code[method], "seed": seed,
+              "batch_size": options.batch_size, "device": device.type}
+    if fitted is not None:
+        inputs["fit"] = fitted.key
+    key = unit_key("explain", inputs)
+    deps = (model.key,) if fitted is None else (model.key, fitted.key)
+    return Unit("explain", f"explain {spec.name}/seed{seed}/{method}", key, deps,
                 params={"dataset": spec.name, "spec": spec, "seed": seed, "method": method,
                         "options": method_options, "n_test": n_test, "target": options.target,
                         "batch_size": options.batch_size})
@@ -165,7 +179,9 @@ def plan_run(options: RunOptions, *, config: dict[str, Any], overrides: dict[str
         for seed in options.seeds:
             model = plan.add(model_unit(options, spec, config, overrides, seed))
             for method in options.methods:
-                explained = plan.add(explain_unit(options, setup, model, spec, seed, method, device))
+                fitted = plan.add(fit_unit(setup, model, spec, seed, method, options.method_options.get(method, {}),
+                                           device)) if is_fitted(method) else None
+                explained = plan.add(explain_unit(options, setup, model, spec, seed, method, device, fitted))
                 for metric in setup.metrics_for(options, dataset):
                     plan.add(score_unit(options, setup, model, explained, metric, device))
     if train_baselines:
