@@ -118,7 +118,7 @@ def execute(units: list[Unit], ctx: Context, on_error: str = "stop", grid: Grid 
     bar = tqdm(total=len(units), desc="xaibench", unit="unit", disable=not ctx.progress, dynamic_ncols=True,
                file=sys.stderr)
     try:
-        if grid.parallel:
+        if grid.parallel and not _all_cached(units, ctx):
             _parallel(units, ctx, grid, outcomes, bar, on_error)
         else:
             with _threads(grid.threads):
@@ -159,6 +159,11 @@ def _parallel(units: list[Unit], ctx: Context, grid: Grid, outcomes: dict[str, O
             if tasks:
                 for outcome in backend.map(tasks):
                     _finished(outcome, outcomes, bar, on_error)
+
+
+def _all_cached(units: list[Unit], ctx: Context) -> bool:
+    """Nothing to compute (a run that assembles tables from a shared cache): no workers are started."""
+    return all(UNIT_KINDS[unit.kind].cached(unit, ctx) for unit in units)
 
 
 class _threads:
