@@ -8,8 +8,8 @@ from xaibench.registry import METHODS, list_methods, register_method
 from .base import (Explainer, Explanation, FittedExplainer, PassCounter, create_method, is_fitted,
                    seeded_global_rng, unsuited_reason)
 # Importing a module registers its methods.
-from . import (attention_family, builtin, cam_family, captum_family, lrp_family,  # noqa: E402,F401
-               rise)
+from . import (amortized, attention_family, builtin, cam_family, captum_family,  # noqa: E402,F401
+               lrp_family, rise)
 from .captum_family import (CAPTUM_TABLE, CaptumExplainer, CaptumRow, LayerCaptumExplainer, PatchCaptumExplainer,
                             PixelCaptumExplainer, register_captum_row)
 
