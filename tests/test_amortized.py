@@ -11,6 +11,7 @@ from xaibench.cli import main
 from xaibench.data.base import DatasetInfo, ImageDataset
 from xaibench.errors import XaibenchError
 from xaibench.methods import create_method
+from xaibench.models import create_model
 from xaibench.models.base import MaskedClassifier
 from xaibench.models.vit import MaskableViT
 
@@ -111,7 +112,7 @@ def test_same_seed_same_state_and_maps_and_passes_are_counted(method):
     train, (x, _) = toy_data(64, seed=0), toy_data(4, seed=7).batch()
     states, maps = [], []
     for _ in range(2):
-        explainer = create_method(method, model, steps=4, batch_size=4, n_subsets=4)
+        explainer = create_method(method, model, steps=4, batch_size=4, n_subsets=4, surrogate="model")
         states.append(explainer.fit(train, torch.Generator().manual_seed(11)))
         fresh = create_method(method, model)
         fresh.load_fitted(states[-1])
@@ -120,7 +121,7 @@ def test_same_seed_same_state_and_maps_and_passes_are_counted(method):
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert torch.equal(maps[0], maps[1])
-    other = create_method(method, model, steps=4, batch_size=4, n_subsets=4).fit(train, torch.Generator().manual_seed(12))
+    other = create_method(method, model, steps=4, batch_size=4, n_subsets=4, surrogate="model").fit(train, torch.Generator().manual_seed(12))
     assert any(not torch.equal(states[0][k], other[k]) for k in other)
     # v(all) and v(none) through the model; ViT-Shapley's head also reads the model's encoder (one more pass)
     assert explanation.n_forward == (3.0 if method == "vit_shapley" else 2.0)
@@ -128,13 +129,15 @@ def test_same_seed_same_state_and_maps_and_passes_are_counted(method):
 
 def test_a_non_masking_model_gets_a_finetuned_surrogate_stored_in_the_state():
     torch.manual_seed(0)
-    model = AdditiveToy().eval()
-    explainer = create_method("fastshap", model, steps=2, batch_size=4, n_subsets=2, surrogate="finetune",
-                              surrogate_steps=2)
+    model = create_model("vit", num_classes=2, img_size=SIZE, patch_size=PATCH, embed_dim=32, depth=1,
+                         num_heads=2).eval()
+    explainer = create_method("fastshap", model, steps=2, batch_size=4, n_subsets=2, surrogate_steps=2)
+    assert not explainer.uses_model_as_surrogate()  # "auto": a plain ViT was not trained under masking
     state = explainer.fit(toy_data(16, seed=0), torch.Generator().manual_seed(0))
     assert any(k.startswith("surrogate.") for k in state) and any(k.startswith("net.") for k in state)
     fresh = create_method("fastshap", model)
     fresh.load_fitted(state)
+    assert not torch.equal(fresh.surrogate.encoder.pos_embed, model.encoder.pos_embed)  # the tuned copy
     x, _ = toy_data(2, seed=3).batch()
     assert fresh.explain(x, torch.ones(2, dtype=torch.long)).n_forward == 2.0  # the surrogate's passes count
 
