@@ -96,7 +96,7 @@ class AmortizedShapley(FittedExplainer):
 
     needs_gradients = False
 
-    def __init__(self, model: nn.Module, steps: int = 300, batch_size: int = 16, n_subsets: int = 8,
+    def __init__(self, model: nn.Module, steps: int = 300, batch_size: int = 8, n_subsets: int = 4,
                  lr: float = 1e-3, value: str = "logodds", surrogate: str = "auto", surrogate_steps: int = 100,
                  surrogate_lr: float = 1e-4, chunk: int = 512):
         super().__init__(model)
