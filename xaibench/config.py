@@ -13,6 +13,9 @@ else:  # Python 3.10: tomli is tomllib's source, declared for this version in py
 
 from xaibench.errors import XaibenchError
 
+# The top-level tables a config may hold: [run], [train] (and [train.<model>]), [data.<name>], [model].
+SECTIONS = ("data", "model", "run", "train")
+
 
 def read_config(path: str | Path | None) -> dict[str, Any]:
     """{} for None; a TOML (.toml) or JSON file otherwise. Unreadable files raise XaibenchError."""
@@ -29,7 +32,21 @@ def read_config(path: str | Path | None) -> dict[str, Any]:
         raise XaibenchError(f"config {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
     if not isinstance(data, dict):
         raise XaibenchError(f"config {path} must hold a table/object at the top")
+    check_sections(data, str(path))
     return data
+
+
+def check_sections(config: dict[str, Any], where: str) -> None:
+    """Every top-level key is a known section holding a table, and [data] holds one table per dataset."""
+    for section, value in config.items():
+        if section not in SECTIONS:
+            raise XaibenchError(f"config {where}: unknown section {section!r}; valid: {', '.join(SECTIONS)}")
+        if not isinstance(value, dict):
+            raise XaibenchError(f"config {where}: section {section!r} must be a table/object, got {value!r}")
+    for dataset, options in config.get("data", {}).items():
+        if not isinstance(options, dict):
+            raise XaibenchError(f"config {where}: [data.{dataset}] must be a table/object of that dataset's "
+                                f"options, got {options!r}")
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from xaibench.errors import XaibenchError
-from xaibench.registry import DATASETS, METHODS, METRICS, MODELS
+from xaibench.registry import refusing_taken_names
 
 
 def plugin_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -42,11 +42,10 @@ def _module_name(path: Path) -> str:
 def load_plugins(paths: Iterable[str | Path]) -> list[str]:
     """Import each plugin file once; return the module names. Any error -> XaibenchError naming the file.
 
-    The built-in entries are loaded first, so a plugin that reuses a built-in name replaces it (with a warning).
+    The built-in entries are loaded first; a plugin that registers a name already taken (by a built-in or an
+    earlier plugin) is refused, and a plugin that fails to load leaves the registries as they were.
     """
     files = plugin_files(paths)
-    for registry in (DATASETS, MODELS, METHODS, METRICS):
-        registry.names()
     loaded: list[str] = []
     for path in files:
         name = _module_name(path)
@@ -57,7 +56,8 @@ def load_plugins(paths: Iterable[str | Path]) -> list[str]:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             try:
-                spec.loader.exec_module(module)
+                with refusing_taken_names():
+                    spec.loader.exec_module(module)
             except Exception as error:
                 del sys.modules[name]
                 raise XaibenchError(f"plugin {path} failed to load: {type(error).__name__}: {error}") from error

@@ -5,8 +5,10 @@ package is imported, which a registry does lazily on first lookup.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
+import sys
 import warnings
 from importlib import metadata
 from typing import Any, Callable, Iterable
@@ -17,6 +19,20 @@ class UnknownNameError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class NameTakenError(ValueError):
+    """A name registered again, to another object, while names are guarded (a plugin file being loaded)."""
+
+
+_GUARDS: list[bool] = []  # non-empty while `refusing_taken_names` is active
+
+
+def _owner(obj: Any) -> str:
+    """Where a registered object comes from: its plugin file, else its module."""
+    module = getattr(obj, "__module__", None) or "?"
+    path = getattr(sys.modules.get(module), "__file__", None)
+    return path if module.startswith("xaibench_plugin_") and path else module
 
 
 class Registry:
@@ -39,6 +55,9 @@ class Registry:
 
         def decorate(target: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries and self._entries[name] is not target:
+                if _GUARDS:
+                    raise NameTakenError(f"{self.kind} {name!r} is already registered (by "
+                                         f"{_owner(self._entries[name])}); give it another name")
                 warnings.warn(f"{self.kind} {name!r} registered twice; the later one wins", stacklevel=3)
             self._entries[name] = target
             try:
@@ -116,6 +135,28 @@ DATASETS = Registry("dataset", ["xaibench.data"], "xaibench.datasets")
 MODELS = Registry("model", ["xaibench.models"], "xaibench.models")
 METHODS = Registry("method", ["xaibench.methods"], "xaibench.methods")
 METRICS = Registry("metric", ["xaibench.metrics"], "xaibench.metrics")
+
+REGISTRIES = (DATASETS, MODELS, METHODS, METRICS)
+
+
+@contextlib.contextmanager
+def refusing_taken_names():
+    """Within: registering a name that is taken raises NameTakenError, and whatever was registered inside is
+    undone if the block raises (a plugin file that fails to load leaves every registry as it was)."""
+    for registry in REGISTRIES:
+        registry._load()
+    before = [dict(registry._entries) for registry in REGISTRIES]
+    _GUARDS.append(True)
+    try:
+        yield
+    except BaseException:
+        for registry, entries in zip(REGISTRIES, before):
+            registry._entries.clear()
+            registry._entries.update(entries)
+        raise
+    finally:
+        _GUARDS.pop()
+
 
 register_dataset = DATASETS.register
 register_model = MODELS.register

@@ -47,7 +47,7 @@ def check_path_name(name: str) -> str:
 
 
 def load_path_dataset(name: str, split: str = "train", size: int = 28, channels: int | None = None,
-                      seed: int = 0, as_rgb: bool = False, **unused) -> ImageDataset:
+                      seed: int = 0, as_rgb: bool = False) -> ImageDataset:
     """The `split` of the folder or .npz file that `name` ('path:...') points to."""
     if split not in SPLITS:
         raise XaibenchError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")

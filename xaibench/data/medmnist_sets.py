@@ -205,10 +205,12 @@ def load_medmnist(name: str, split: str = "train", size: int = 28, root: str | o
 def _read_dataset(name: str, split: str, size: int, path: Path, as_rgb: bool) -> ImageDataset:
     info = _info(name)
     try:
+        _check_keys(path)
         images_t, labels = (read_split_streaming(path, split) if _streamed(name, size)
                             else _read_split_medmnist(name, split, size, path.parent))
-    except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+    except (OSError, KeyError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
         raise DataFileError(f"{path}: not a readable MedMNIST npz ({error})") from None
+    _check_arrays(path, split, size, info, images_t, labels)
     if as_rgb and images_t.shape[1] == 1:
         images_t = images_t.expand(-1, 3, -1, -1)  # a view: the grey split stays in memory once
     labels_t = torch.from_numpy(labels.reshape(len(labels), -1)[:, 0].astype(np.int64))
@@ -216,6 +218,36 @@ def _read_dataset(name: str, split: str, size: int, path: Path, as_rgb: bool) ->
     dataset_info = DatasetInfo(name=name, task=info["task"], n_classes=len(class_names),
                                in_chans=images_t.shape[1], size=size, class_names=class_names)
     return ImageDataset(images_t, labels_t, dataset_info, split)
+
+
+def _check_keys(path: Path) -> None:
+    """The release's six arrays are in the file (read from the archive's directory, no array is loaded)."""
+    expected = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
+    with zipfile.ZipFile(path) as archive:
+        present = {member[:-4] for member in archive.namelist() if member.endswith(".npy")}
+    missing = [key for key in expected if key not in present]
+    if missing:
+        raise DataFileError(f"{path}: no array {', '.join(missing)} (it holds {', '.join(sorted(present)) or 'none'}"
+                            f"); a MedMNIST file holds {', '.join(expected)}")
+
+
+def _check_arrays(path: Path, split: str, size: int, info: dict, images: torch.Tensor, labels: np.ndarray) -> None:
+    """One split as the release has it: uint8 images of side `size` with the set's channels, one integer label
+    in 0..K-1 per image. DataFileError naming the array, what it holds and what it should."""
+    n_classes, channels = len(info["label"]), info["n_channels"]
+    expected = f"uint8 [N, {size}, {size}{', 3' if channels == 3 else ''}]"
+    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (channels, size, size):
+        dtype = str(images.dtype).replace("torch.", "")
+        shape = list(images.shape[:1]) + [*images.shape[2:], *([images.shape[1]] if images.shape[1] != 1 else [])]
+        raise DataFileError(f"{path}: {split}_images is {dtype} {shape}, expected {expected} for --size {size} "
+                            f"(is the file of another size or set?)")
+    if labels.dtype.kind not in "iu" or labels.reshape(len(labels), -1).shape != (images.shape[0], 1):
+        raise DataFileError(f"{path}: {split}_labels is {labels.dtype} {list(labels.shape)}, expected integers "
+                            f"[{images.shape[0]}, 1] (one label per image)")
+    low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
+    if low < 0 or high >= n_classes:
+        raise DataFileError(f"{path}: {split}_labels hold {low}..{high}, expected class ids 0..{n_classes - 1} "
+                            f"({info['python_class']} has {n_classes} classes)")
 
 
 def _streamed(name: str, size: int) -> bool:
@@ -274,8 +306,8 @@ def read_split_streaming(path: Path, split: str) -> tuple[torch.Tensor, np.ndarr
 
 
 def _make_factory(name: str):
-    def factory(split: str = "train", size: int = 28, root=None, download: bool = False, as_rgb: bool = False,
-                **unused) -> ImageDataset:
+    def factory(split: str = "train", size: int = 28, root=None, download: bool = False,
+                as_rgb: bool = False) -> ImageDataset:
         return load_medmnist(name, split, size, root, download_missing=download, as_rgb=as_rgb)
 
     factory.__doc__ = f"MedMNIST+ {name} ({_info(name)['task']}, {_info(name)['n_channels']} channel(s))."

@@ -102,8 +102,7 @@ def make_synthetic(n_samples: int, size: int = 28, channels: int = 1, n_classes:
 
 @register_dataset("synthetic")
 def synthetic(split: str = "train", size: int = 28, root=None, download: bool = False, as_rgb: bool = False,
-              channels: int = 1, n_classes: int = 3, n_samples: int | None = None, seed: int = 0,
-              **unused) -> ImageDataset:
+              channels: int = 1, n_classes: int = 3, n_samples: int | None = None, seed: int = 0) -> ImageDataset:
     """Embedded default: lesion-shape classes among distractors, with ground-truth masks (no files)."""
     if split not in SPLIT_SEED:
         raise XaibenchError(f"unknown split {split!r}; valid: {', '.join(SPLIT_SEED)}")
