@@ -3,8 +3,8 @@
 Each case runs `xaibench.cli.main` in-process and asserts: the exit code (2 for bad usage; 1 for a unit that
 fails or a write that fails, as the README's exit codes say), exactly one error line on stderr that names the
 bad value (and the valid ones where there are any), no traceback, and no partial result in --out (--out absent
-afterwards, or holding what it held before). Cases marked xfail(strict) need the change their reason names in
-a file outside this test's reach; each passes once that change is made.
+afterwards, or holding what it held before). `cases` can mark a case xfail(strict) with the change it needs;
+none is marked today.
 """
 from __future__ import annotations
 
@@ -101,27 +101,6 @@ def cases(table: dict[str, tuple], xfails: dict[str, str]) -> list:
                          if case in xfails else []) for case in table]
 
 
-# The changes outside this test's files that the xfail cases below need (the reasons name them in full).
-NEEDS_SEEDS = ("needs, in xaibench/engine/options.py `_seeds`, negative seeds refused: after parsing, "
-               "`if any(seed < 0 for seed in parsed): raise XaibenchError(f\"seeds must be integers >= 0, got "
-               "{value!r}\")`")
-NEEDS_TYPES = ("needs, in xaibench/training/config.py, each option's value checked against its field's type "
-               "(TrainConfig, ModelConfig, objective Options) in TrainConfig.from_dict, before __post_init__ "
-               "compares it: XaibenchError(\"training option steps must be int, got 'six'\")")
-NEEDS_UNCLAIM = ("needs, in xaibench/runner.py `claim_out`, a failed run to leave no trace in a folder it "
-                 "created: remember `created = not out.exists()`; on an exception, release the lock and, if "
-                 "`created` and the folder holds only .xaibench-run.lock, remove the folder")
-NEEDS_TIMEOUT_EXIT = ("needs, in xaibench/engine/execute.py, `class UnitTimeout(Exception)` instead of "
-                      "XaibenchError, so that a timed-out unit is a failed unit (exit 1, the README's exit codes), "
-                      "not bad usage (exit 2); and the claim_out change (" + NEEDS_UNCLAIM + ")")
-NEEDS_STAGING = ("needs (1) in xaibench/io.py `atomic_write_bytes`, an OSError without a file name re-raised "
-                 "with the path: `raise OSError(error.errno, error.strerror, str(path)) from None`, so that "
-                 "the one line names the file; (2) in xaibench/runner.py, the outputs written into a staging "
-                 "folder `out/.partial-<pid>/` and moved into `out` with os.replace only once all are written, "
-                 "the staging folder removed on any exception (no tables left from a run that failed half-way); "
-                 "(3) the claim_out change (" + NEEDS_UNCLAIM + ")")
-
-
 # -- names, lists and numbers on the command line -------------------------------------------------------------
 
 FLAG_CASES = {
@@ -163,7 +142,7 @@ FLAG_CASES = {
     "non-numeric --size": (["--size", "big"], ["--size", "'big'", "int"]),
     "zero --threads": (["--threads", "0"], ["--threads", "'0'", ">= 1"]),
 }
-FLAG_XFAILS = {"negative --seeds": NEEDS_SEEDS, "--set training value of the wrong type": NEEDS_TYPES}
+FLAG_XFAILS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", cases(FLAG_CASES, FLAG_XFAILS))
@@ -180,7 +159,7 @@ TRAIN_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", cases(TRAIN_CASES, {"train: size a MedMNIST set lacks": NEEDS_UNCLAIM}))
+@pytest.mark.parametrize("case", cases(TRAIN_CASES, {}))
 def test_bad_train_flags(case, shared, tmp_path, capsys):
     extra, names = TRAIN_CASES[case]
     out = tmp_path / "out"
@@ -236,7 +215,7 @@ CONFIG_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", cases(CONFIG_CASES, {"training option of the wrong type": NEEDS_TYPES}))
+@pytest.mark.parametrize("case", cases(CONFIG_CASES, {}))
 def test_bad_config_files(case, shared, tmp_path, capsys):
     name, text, names = CONFIG_CASES[case]
     config = tmp_path / name
@@ -401,7 +380,6 @@ def test_bad_plugin_paths(case, shared, tmp_path, capsys):
     expect_error(capsys, run_argv(shared, out, "--plugins", str(path)), out, *names)
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_TIMEOUT_EXIT)
 def test_explainer_past_the_unit_timeout_is_a_failed_unit(shared, tmp_path, capsys):
     """A unit failure, not bad usage: exit code 1 (the README's exit codes). The probe explains two images,
     the run eight: only the run sleeps, so the timeout is what stops it."""
@@ -465,7 +443,6 @@ def test_out_not_writable(shared, tmp_path, capsys, monkeypatch):
                 parent.chmod(0o755)  # so that pytest can remove it
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_STAGING)
 def test_out_on_a_full_disk(shared, tmp_path, capsys, monkeypatch):
     """A failed write, exit code 1 (README). An 8 kB tmpfs where this may mount (the tables overflow it), else
     every write of a result file fails with ENOSPC at its fsync, as on a full disk. The tables written before

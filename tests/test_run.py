@@ -197,16 +197,18 @@ def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, t
     plugin.write_text(NAN_PLUGIN)
     cache = tmp_path / "cache"
     extra = ["--methods", "ofa,test.nan,grad", "--plugins", str(plugin), "--no-figures"]
-    assert run_cli(tiny_config, tmp_path / "stop", cache, *extra) == 2  # without --keep-going: stops, one line
+    assert run_cli(tiny_config, tmp_path / "stop", cache, *extra) == 2  # without --keep-going: the probe stops it
     err = capsys.readouterr().err
-    assert "explain synthetic/seed0/test.nan failed: ExplainerOutputError" in err and "non-finite" in err
+    assert "method 'test.nan' fails on a probe before any training" in err and "ExplainerOutputError" in err
+    assert "non-finite" in err and len(err.strip().splitlines()) == 1
+    assert not (cache / "checkpoints").exists()  # stopped before any training
 
     out = tmp_path / "keep"
     assert run_cli(tiny_config, out, cache, *extra, "--keep-going") == 1
     captured = capsys.readouterr()
     assert "explain synthetic/seed0/test.nan: FAILED: ExplainerOutputError" in captured.out
     assert "1 unit(s) failed" in captured.err and "explain synthetic/seed0/test.nan" in captured.err
-    assert "explain synthetic/seed0/ofa: cached" in captured.out  # finished before the stop above
+    assert "explain synthetic/seed0/ofa: done" in captured.out
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
     assert list(table.index) == ["OFA", "test.nan", "Grad"]
     assert table.loc["test.nan"].tolist() == ["n/a", "n/a"]
@@ -291,7 +293,7 @@ def test_run_config_layers():
     assert config["train"]["steps"] == 9 and overrides == {"lr": 0.1, "steps": 4}
     options = RunOptions.from_dict({**config["run"], "steps": "all", "seeds": "3,1"})
     assert options.steps is None and options.seeds == [3, 1]
-    assert options.metric_options_for("rsrg") == {"steps": None, "batch_size": 256, "n_draws": 3}
+    assert options.metric_options_for("rsrg") == {"steps": None, "batch_size": "auto", "n_draws": 3}
     assert options.metric_options_for("localization") == {}
     with pytest.raises(XaibenchError, match="n_test must be an integer >= 1"):
         RunOptions.from_dict({**config["run"], "n_test": 0})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from xaibench.training import distributed, train_model
 from xaibench.engine import (BASELINE_MODELS, TARGETS, Context, Frames, Plan, RunFailedError, RunOptions, Unit,
                              cached_units, collect, environment, execute, one_line, plan_run, plan_train,
                              resolve_device, run_config, save_attributions, train_config_for, write_figures,
-                             write_manifest, write_run_outputs, write_table1)
+                             write_manifest, write_run_outputs, write_table1, publish, staged)
 
 __all__ = ["BASELINE_MODELS", "TARGETS", "RunFailedError", "RunOptions", "RunResult", "describe_plan",
            "resolve_device", "run_benchmark", "run_config", "run_table1", "train_config_for"]
@@ -91,7 +92,8 @@ def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: 
     with claim_out(out):
         outcomes = _executed(plan, ctx, keep_going, grid)
         frames = collect(plan, outcomes, ctx)
-        files = write_table1(out, frames, config, device) if len(frames.table1) else []
+        with staged(out) as stage:
+            files = publish(stage, out, write_table1(stage, frames, config, device) if len(frames.table1) else [])
     return _result(frames, out, files, outcomes, started)
 
 
@@ -100,11 +102,13 @@ def claim_out(out: Path):
     """Hold `out` for this run: a second run into a folder a live run is writing is refused (one line)."""
     from filelock import FileLock, Timeout
 
+    lock_name = ".xaibench-run.lock"
     if out.exists() and not out.is_dir():
         raise XaibenchError(f"--out {out} is a file, not a folder")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(out / ".xaibench-run.lock"), timeout=0)
+        lock = FileLock(str(out / lock_name), timeout=0)
         lock.acquire()
     except Timeout:
         raise XaibenchError(f"--out {out} is being written by another xaibench run right now; wait for it to "
@@ -113,7 +117,12 @@ def claim_out(out: Path):
         raise XaibenchError(f"--out {out} cannot be written: {error.strerror or error}") from None
     try:
         yield out
-    finally:
+    except BaseException:  # a failed run leaves no folder of its own behind
+        lock.release()
+        if created and [p.name for p in out.iterdir()] == [lock_name]:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    else:
         lock.release()
 
 
@@ -165,24 +174,32 @@ def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dic
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
-    _probe(options, config, overrides, setup, ctx, plan)
+    _probe(options, config, overrides, setup, ctx, plan, keep_going)
     with claim_out(out):
         outcomes = _executed(plan, ctx, keep_going, grid)
-        return _benchmark_outputs(plan, outcomes, ctx, options, config, overrides, root, out, device, keep_going,
-                                  command, save_maps, grid, started)
+        with staged(out) as stage:  # every file, or none: a failure here leaves --out as it was
+            result = _benchmark_outputs(plan, outcomes, ctx, options, config, overrides, root, stage, device,
+                                        keep_going, command, save_maps, grid, started)
+            result.files, result.out = publish(stage, out, result.files), out
+        return result
 
 
 def _probe(options: RunOptions, config: dict[str, Any], overrides: dict[str, Any], setup, ctx: Context,
-           plan: Plan) -> None:
+           plan: Plan, keep_going: bool) -> None:
     """Every method on an untrained network before any training (engine/probe.py), once per data shape; skipped
-    when every explanation is cached already."""
+    when every explanation is cached already. With --keep-going a failure is a warning: its unit fails later."""
     from xaibench.engine.probe import probe_methods
 
     if not [unit for unit in plan if unit.kind == "explain" and unit.key not in cached_units([unit], ctx)]:
         return
     shapes = {(t.info.in_chans, t.info.n_classes, t.info.size): t.info for t in setup.tests.values()}
     for info in shapes.values():
-        probe_methods(options, config, overrides, info, ctx.device)
+        try:
+            probe_methods(options, config, overrides, info, ctx.device)
+        except XaibenchError as error:
+            if not keep_going:
+                raise
+            logger.warning(f"{error} (--keep-going: its units run and fail on their own)")
 
 
 def _benchmark_outputs(plan: Plan, outcomes: dict, ctx: Context, options: RunOptions, config: dict[str, Any],

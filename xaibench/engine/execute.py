@@ -53,8 +53,8 @@ def _blocked(unit: Unit, outcomes: dict[str, Outcome]) -> Outcome | None:
     return None
 
 
-class UnitTimeout(XaibenchError):
-    """A unit ran past --unit-timeout."""
+class UnitTimeout(Exception):
+    """A unit ran past --unit-timeout: a failed unit (exit 1), not a usage error."""
 
 
 @contextlib.contextmanager

@@ -58,9 +58,12 @@ def data_spec(name: str, size: int, root: str | None, config: dict[str, Any]) ->
 def _seeds(value: Any) -> list[int]:
     seeds = [value] if isinstance(value, int) else str(value).split(",") if isinstance(value, str) else value
     try:
-        return list(dict.fromkeys(int(seed) for seed in seeds))
+        parsed = list(dict.fromkeys(int(seed) for seed in seeds))
     except (TypeError, ValueError):
         raise XaibenchError(f"seeds must be integers, got {value!r}") from None
+    if any(seed < 0 for seed in parsed):
+        raise XaibenchError(f"seeds must be integers >= 0, got {value!r}")
+    return parsed
 
 
 @dataclass

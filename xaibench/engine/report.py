@@ -1,10 +1,13 @@
 """report(out, frames): where scores become files: Table 2 and its side tables, Table 1, figures, attribution
-maps on request, and the manifest. Every file is written atomically; files that only an earlier run's manifest
-listed are removed after the new manifest is written."""
+maps on request, and the manifest. Every file is written atomically into a staging folder, and the whole set is
+moved into --out only once it is complete; files that only an earlier run's manifest listed are then removed."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -147,10 +150,32 @@ def stale_outputs(out: Path, written: list[str]) -> list[Path]:
 
 
 def write_manifest(out: Path, record: dict[str, Any], files: list[Path]) -> Path:
-    """manifest.json (listing `files`), then the removal of what only an earlier manifest listed."""
+    """manifest.json (listing `files`, relative to `out`)."""
     record["files"] = sorted(str(p.relative_to(out)) for p in files)
-    stale = stale_outputs(out, record["files"])
-    path = atomic_write_text(out / "manifest.json", json.dumps(record, indent=2, default=str))
+    return atomic_write_text(out / "manifest.json", json.dumps(record, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def staged(out: Path):
+    """A run's files are written into `out/.staging-<pid>/` and moved into `out` only once all are written, so a
+    failure (a full disk, a crash) leaves `out` as it was: no partial set of results. Yields the staging folder;
+    `publish` then moves its files (and removes what only an earlier manifest in `out` listed)."""
+    stage = out / f".staging-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def publish(stage: Path, out: Path, files: list[Path]) -> list[Path]:
+    """Move the staged `files` into `out` (the manifest last), remove stale outputs; the final paths."""
+    names = [p.relative_to(stage) for p in files]
+    stale = stale_outputs(out, [str(n) for n in names])
+    for name in sorted(names, key=lambda n: str(n) == "manifest.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / name, out / name)
     for old in stale:  # written by an earlier run into this folder and not by this one (e.g. a dropped method)
         old.unlink(missing_ok=True)
-    return path
+    return [out / name for name in names]

@@ -99,11 +99,30 @@ class TrainConfig:
         if unknown:
             raise XaibenchError(f"unknown training option(s) {', '.join(sorted(unknown))}; "
                                 f"valid: {', '.join(valid_options())}")
+        _check_types(cls, common)
+        _check_types(ModelConfig, model)
+        for name, options in objectives.items():
+            _check_types(OBJECTIVES.get(name).Options, options)
         return cls(**common, model=ModelConfig(**copy.deepcopy(model)),
                    objectives={name: OBJECTIVES.get(name).Options(**options) for name, options in objectives.items()})
 
     def replace(self, **changes) -> "TrainConfig":
         return TrainConfig.from_dict(changes, base=self)
+
+
+_KINDS = {"int": int, "float": (int, float), "str": str, "bool": bool, "None": type(None)}
+
+
+def _check_types(owner, values: dict[str, Any]) -> None:
+    """A value whose field is annotated with plain types (int, float, str, bool, None) must be one of them."""
+    annotations = {f.name: str(f.type) for f in fields(owner)}
+    for key, value in values.items():
+        kinds = [kind.strip() for kind in annotations.get(key, "?").split("|")]
+        if not all(kind in _KINDS for kind in kinds):
+            continue
+        if not any(isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
+                   for kind in kinds):
+            raise XaibenchError(f"training option {key} must be {' or '.join(kinds)}, got {value!r}")
 
 
 def valid_options() -> list[str]:
