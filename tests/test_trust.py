@@ -158,6 +158,7 @@ def test_runs_killed_at_ten_seeded_points_resume_to_the_same_tables(tmp_path, ti
         cache, out = tmp_path / f"cache-{point}", tmp_path / f"out-{point}"
         assert _forked(str(tiny), str(out), str(cache), f"kill:{point}", str(tmp_path / "err")) == -9, point
         assert _run(tiny, out, cache) == 0, point
+        assert not list(out.glob(".staging-*")), point  # a killed run's staging folder is cleared
         for name in TABLES:
             assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), (point, name)
 

@@ -160,8 +160,9 @@ def staged(out: Path):
     """A run's files are written into `out/.staging-<pid>/` and moved into `out` only once all are written, so a
     failure (a full disk, a crash) leaves `out` as it was: no partial set of results. Yields the staging folder;
     `publish` then moves its files (and removes what only an earlier manifest in `out` listed)."""
+    for left in out.glob(".staging-*"):  # of a killed run (the caller holds --out: no live run writes here)
+        shutil.rmtree(left, ignore_errors=True)
     stage = out / f".staging-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
         yield stage
