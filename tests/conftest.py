@@ -21,6 +21,16 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    """The tiny run of tests/test_run.py (TINY_RUN: a one-block ViT, a few steps, 8 test images) as a file."""
+    from test_run import TINY_RUN
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RUN)
+    return path
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "pneumoniamnist.npz").exists():
         pytest.skip(f"genuine MedMNIST files not found in {SHARED_DATA} (set XAIBENCH_TEST_DATA)")

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -24,27 +25,8 @@ from xaibench.data.fixtures import fixture_arrays, write_fixture
 from xaibench.data.medmnist_sets import UNVERIFIED_ENV
 from xaibench.registry import METHODS
 
-TINY_RUN = """
-[run]
-n_test = 8
-steps = 5
-batch_size = 8
-n_figure_images = 3
-[train]
-steps = 6
-batch_size = 8
-eval_every = 3
-warmup_steps = 1
-init = "segm"
-init_steps = 3
-n_masks = 2
-[train.model_options]
-depth = 1
-embed_dim = 32
-num_heads = 2
-[data.synthetic]
-n_samples = 48
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_run import TINY_RUN  # noqa: E402
 
 
 @pytest.fixture(scope="module")

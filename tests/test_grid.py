@@ -35,13 +35,6 @@ class Boom(Explainer):
 '''
 
 
-@pytest.fixture
-def tiny(tmp_path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_RUN)
-    return path
-
-
 def _run(config: Path, out: Path, cache: Path, *extra: str) -> int:
     return main(["run", "--config", str(config), "--size", "16", "--out", str(out), "--cache", str(cache),
                  "--quiet", "--no-figures", "--threads", "1", "--methods", "ofa,grad", *extra])
@@ -68,19 +61,19 @@ def test_bad_grid_options_are_named(kwargs, message):
         Grid(**kwargs)
 
 
-def test_bad_grid_flags_exit_2(tmp_path, tiny, capsys):
+def test_bad_grid_flags_exit_2(tmp_path, tiny_config, capsys):
     with pytest.raises(SystemExit) as stop:
-        _run(tiny, tmp_path / "o", tmp_path / "c", "--backend", "loky", "--jobs", "0")
+        _run(tiny_config, tmp_path / "o", tmp_path / "c", "--backend", "loky", "--jobs", "0")
     assert stop.value.code == 2 and "expected an integer >= 1, got '0'" in capsys.readouterr().err
-    assert _run(tiny, tmp_path / "o", tmp_path / "c", "--jobs", "2") == 2
+    assert _run(tiny_config, tmp_path / "o", tmp_path / "c", "--jobs", "2") == 2
     assert "needs a parallel backend" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
-def test_loky_and_dask_give_the_serial_tables(tmp_path, tiny):
-    assert _run(tiny, tmp_path / "serial", tmp_path / "c-serial") == 0
-    assert _run(tiny, tmp_path / "loky", tmp_path / "c-loky", "--backend", "loky", "--jobs", "2") == 0
-    assert _run(tiny, tmp_path / "dask", tmp_path / "c-dask", "--backend", "dask", "--jobs", "2") == 0
+def test_loky_and_dask_give_the_serial_tables(tmp_path, tiny_config):
+    assert _run(tiny_config, tmp_path / "serial", tmp_path / "c-serial") == 0
+    assert _run(tiny_config, tmp_path / "loky", tmp_path / "c-loky", "--backend", "loky", "--jobs", "2") == 0
+    assert _run(tiny_config, tmp_path / "dask", tmp_path / "c-dask", "--backend", "dask", "--jobs", "2") == 0
     for name in RESULTS:
         serial = (tmp_path / "serial" / name).read_bytes()
         assert (tmp_path / "loky" / name).read_bytes() == serial, name
@@ -90,16 +83,16 @@ def test_loky_and_dask_give_the_serial_tables(tmp_path, tiny):
     workers = {unit["computed_by"] for unit in manifest["units"].values()}
     assert f"{os.uname().nodename}:{os.getpid()}" not in workers  # the workers computed, not this process
     # a second run on the loky cache computes nothing, whatever the backend
-    assert _run(tiny, tmp_path / "again", tmp_path / "c-loky") == 0
+    assert _run(tiny_config, tmp_path / "again", tmp_path / "c-loky") == 0
     again = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert all(unit["cached"] for unit in again["units"].values())
     assert (tmp_path / "again" / "table2.csv").read_bytes() == (tmp_path / "serial" / "table2.csv").read_bytes()
 
 
-def test_a_failing_unit_in_a_worker_skips_its_dependents(tmp_path, tiny, capsys):
+def test_a_failing_unit_in_a_worker_skips_its_dependents(tmp_path, tiny_config, capsys):
     plugin = tmp_path / "boom.py"
     plugin.write_text(BOOM_PLUGIN)
-    code = main(["run", "--config", str(tiny), "--size", "16", "--out", str(tmp_path / "o"), "--cache",
+    code = main(["run", "--config", str(tiny_config), "--size", "16", "--out", str(tmp_path / "o"), "--cache",
                  str(tmp_path / "c"), "--quiet", "--no-figures", "--threads", "1", "--methods", "ofa,test.boom",
                  "--plugins", str(plugin), "--backend", "loky", "--jobs", "2", "--keep-going"])
     assert code == 1
@@ -111,9 +104,9 @@ def test_a_failing_unit_in_a_worker_skips_its_dependents(tmp_path, tiny, capsys)
     assert "OFA" in (tmp_path / "o" / "table2.md").read_text()
 
 
-def test_two_processes_on_one_cache_compute_each_unit_once(tmp_path, tiny):
+def test_two_processes_on_one_cache_compute_each_unit_once(tmp_path, tiny_config):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny), "--size", "16", "--cache",
+    command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny_config), "--size", "16", "--cache",
                str(tmp_path / "cache"), "--quiet", "--no-figures", "--threads", "1", "--methods", "ofa,grad"]
     runs = [subprocess.Popen(command + ["--out", str(tmp_path / name)], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
@@ -130,9 +123,9 @@ def test_two_processes_on_one_cache_compute_each_unit_once(tmp_path, tiny):
 
 @pytest.mark.skipif(__import__("importlib.util").util.find_spec("ray") is None,
                     reason="ray is an optional extra (pip install 'xaibench[ray]')")
-def test_ray_gives_the_serial_tables(tmp_path, tiny):
-    assert _run(tiny, tmp_path / "serial", tmp_path / "c1") == 0
-    assert _run(tiny, tmp_path / "ray", tmp_path / "c2", "--backend", "ray", "--jobs", "2") == 0
+def test_ray_gives_the_serial_tables(tmp_path, tiny_config):
+    assert _run(tiny_config, tmp_path / "serial", tmp_path / "c1") == 0
+    assert _run(tiny_config, tmp_path / "ray", tmp_path / "c2", "--backend", "ray", "--jobs", "2") == 0
     assert (tmp_path / "ray" / "table2.csv").read_bytes() == (tmp_path / "serial" / "table2.csv").read_bytes()
 
 
@@ -153,14 +146,14 @@ def test_compile_wraps_the_metrics_forward_and_auto_batch_is_256_on_the_cpu():
         assert torch.equal(compiled(x, keep), plain(x, keep))
 
 
-def test_hand_sharding_then_one_command_assembles_the_tables_from_the_cache(tmp_path, tiny):
+def test_hand_sharding_then_one_command_assembles_the_tables_from_the_cache(tmp_path, tiny_config):
     shared = tmp_path / "shared-cache"
-    assert _run(tiny, tmp_path / "shard0", shared, "--seeds", "0") == 0  # "machine" one
-    assert _run(tiny, tmp_path / "shard1", shared, "--seeds", "1") == 0  # "machine" two
-    assert _run(tiny, tmp_path / "all", shared, "--seeds", "0,1") == 0  # assembles: nothing computed
+    assert _run(tiny_config, tmp_path / "shard0", shared, "--seeds", "0") == 0  # "machine" one
+    assert _run(tiny_config, tmp_path / "shard1", shared, "--seeds", "1") == 0  # "machine" two
+    assert _run(tiny_config, tmp_path / "all", shared, "--seeds", "0,1") == 0  # assembles: nothing computed
     manifest = json.loads((tmp_path / "all" / "manifest.json").read_text())
     assert manifest["n_cached"] == manifest["n_units"] and manifest["n_units"] > 0
-    assert _run(tiny, tmp_path / "direct", tmp_path / "direct-cache", "--seeds", "0,1") == 0
+    assert _run(tiny_config, tmp_path / "direct", tmp_path / "direct-cache", "--seeds", "0,1") == 0
     for name in RESULTS:
         assert (tmp_path / "all" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
 
@@ -232,19 +225,19 @@ class MeanImportance(FittedExplainer):
 '''
 
 
-def test_an_amortized_explainer_is_fitted_once_as_a_cached_unit_and_explains_with_its_state(tmp_path, tiny, capsys):
+def test_an_amortized_explainer_is_fitted_once_as_a_cached_unit_and_explains_with_its_state(tmp_path, tiny_config, capsys):
     plugin = tmp_path / "fitted.py"
     plugin.write_text(FITTED_PLUGIN)
     args = ["--plugins", str(plugin), "--methods", "ofa,test.fitted"]
-    assert _run(tiny, tmp_path / "o", tmp_path / "c", *args, "--dry-run") == 0
+    assert _run(tiny_config, tmp_path / "o", tmp_path / "c", *args, "--dry-run") == 0
     assert "fit synthetic/seed0/test.fitted" in capsys.readouterr().out
-    assert _run(tiny, tmp_path / "o", tmp_path / "c", *args) == 0
+    assert _run(tiny_config, tmp_path / "o", tmp_path / "c", *args) == 0
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["units"]["fit synthetic/seed0/test.fitted"]["cached"] is False
     assert len(list((tmp_path / "c" / "units" / "fit").glob("*.pt"))) == 1
-    assert _run(tiny, tmp_path / "again", tmp_path / "c", *args) == 0
+    assert _run(tiny_config, tmp_path / "again", tmp_path / "c", *args) == 0
     again = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert all(unit["cached"] for unit in again["units"].values())
     # in workers, from a fresh cache: the fit unit runs in one, the explain unit loads its state in another
-    assert _run(tiny, tmp_path / "loky", tmp_path / "c2", *args, "--backend", "loky", "--jobs", "2") == 0
+    assert _run(tiny_config, tmp_path / "loky", tmp_path / "c2", *args, "--backend", "loky", "--jobs", "2") == 0
     assert (tmp_path / "loky" / "table2.csv").read_bytes() == (tmp_path / "o" / "table2.csv").read_bytes()

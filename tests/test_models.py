@@ -147,7 +147,7 @@ def test_timm_hub_weights_fail_fast_without_network(tmp_path, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", closed)
     start = time.monotonic()
     with pytest.raises(XaibenchError, match="not in the local Hugging Face cache and huggingface.co cannot be "
-                                            "reached.*--pretrained PATH"):
+                                            "reached.*--set pretrained=PATH"):
         create_model("ofa", num_classes=2, arch="vit-b", img_size=224,
                      pretrained="timm:vit_base_patch14_reg4_dinov2.lvd142m")
     assert time.monotonic() - start < 10

@@ -38,3 +38,19 @@ def test_dry_run_of_the_paper_preset_plans_every_curve_point_at_224(tmp_path, ca
                  str(tmp_path / "cache")]) == 0
     printed = capsys.readouterr().out
     assert "train synthetic/seed0/ofa" in printed and "score synthetic/seed0/attn/rsrg" in printed
+
+
+def test_set_masking_drop_reaches_the_model_and_its_key_while_the_default_key_stays():
+    from xaibench.training import DataSpec, TrainConfig, checkpoint_key
+    from xaibench.training.trainer import model_kwargs
+    from xaibench.data import create_dataset
+
+    spec = DataSpec("synthetic", 16, None, {"n_samples": 48})
+    default, drop = TrainConfig(), TrainConfig.from_dict({"masking": "drop"})
+    assert drop.model.masking == "drop" and default.model.masking == "token"
+    assert checkpoint_key(spec, "ofa", drop, 0) != checkpoint_key(spec, "ofa", default, 0)
+    explicit_token = TrainConfig.from_dict({"masking": "token"})
+    assert checkpoint_key(spec, "ofa", explicit_token, 0) == checkpoint_key(spec, "ofa", default, 0)
+    train = create_dataset("synthetic", split="train", size=16, n_samples=48)
+    assert model_kwargs("ofa", train, drop)["masking"] == "drop"
+    assert "masking" not in model_kwargs("resnet18", train, drop)  # a CNN has no tokens to drop

@@ -58,13 +58,6 @@ class NaNExplainer(Explainer):
 '''
 
 
-@pytest.fixture
-def tiny_config(tmp_path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_RUN)
-    return path
-
-
 def run_cli(config: Path, out: Path, cache: Path, *extra: str) -> int:
     return main(["run", "--config", str(config), "--size", "16", "--out", str(out), "--cache", str(cache),
                  "--quiet", *extra])

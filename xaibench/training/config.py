@@ -24,6 +24,7 @@ class ModelConfig:
     logit_scale_init: float = 10.0
     pretrained: str | None = None
     fill: str = "mean"
+    masking: str = "token"  # ViT family: "token" (a mask token per removed patch) or "drop" (docs/metrics.md)
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. depth, embed_dim for the ViT encoder
 
 

@@ -87,6 +87,8 @@ def checkpoint_key(data: DataSpec, model_name: str, config: TrainConfig, seed: i
     objective = resolve_objective(model_name, config)
     config_dict = {**config.common(), **asdict(config.model), **objective.key_options()}
     del config_dict["objective"]
+    if config_dict.get("masking", "token") == "token":  # the default: keys as before masking existed
+        config_dict.pop("masking", None)
     if objective.name != default_objective(model_name):
         config_dict["objective"] = objective.name
     key = {"v": CHECKPOINT_VERSION, "data": data.key(), "model": model_name, "config": config_dict, "seed": seed}
