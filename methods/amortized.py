@@ -141,7 +141,8 @@ class AmortizedShapley(FittedExplainer):
 
     def uses_model_as_surrogate(self) -> bool:
         if self.surrogate_mode == "auto":
-            return hasattr(self.model, "shapley")  # an OFA network: its masked forward is trained (l3)
+            # a network whose masked forward was trained (OFA's objective sets trained_masked; Segm's does not)
+            return getattr(self.model, "trained_masked", hasattr(self.model, "shapley"))
         return self.surrogate_mode == "model"
 
     @torch.no_grad()

@@ -173,3 +173,16 @@ def test_run_fits_vit_shapley_and_fastshap_and_writes_their_table2_rows(tmp_path
     manifest = (out / "manifest.json").read_text()
     assert "fit synthetic/seed0/vit_shapley" in manifest and "fit synthetic/seed0/fastshap" in manifest
     assert rows
+
+
+def test_the_trainer_marks_which_networks_were_trained_under_masking(tmp_path):
+    from xaibench.training import DataSpec, TrainConfig, train_model
+    from xaibench.training.trainer import load_trained
+
+    config = TrainConfig.from_dict({"steps": 2, "batch_size": 8, "eval_every": 2, "init_steps": 1, "n_masks": 2,
+                                    "model_options": {"depth": 1, "embed_dim": 32, "num_heads": 2}})
+    data = DataSpec("synthetic", 16, None, {"n_samples": 48})
+    ofa = train_model("ofa", data, config, 0, "cpu", tmp_path, progress=False)
+    segm = train_model("segm", data, config.replace(steps=1), 0, "cpu", tmp_path, progress=False)
+    assert ofa.model.trained_masked and not segm.model.trained_masked
+    assert load_trained(ofa.path).model.trained_masked and not load_trained(segm.path).model.trained_masked

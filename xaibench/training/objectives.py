@@ -33,6 +33,8 @@ class Objective:
     """Owns a training loss and its options. Subclasses set `Options` (a dataclass) and override `loss`."""
 
     Options: type = NoOptions
+    #: whether the loss trains the model's masked forward (then the model is a surrogate of itself under masking)
+    trains_masked: bool = False
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
@@ -102,6 +104,7 @@ class OFAObjective(Objective):
     """L = l1 + l2 + l3 (weighted): one unmasked and one batched masked forward per step."""
 
     Options = OFAOptions
+    trains_masked = True  # l2 and l3 train the masked forward
 
     def loss(self, model, x, y, generator, shard=None):
         o = self.options

@@ -173,6 +173,8 @@ def load_trained(path: Path, device: torch.device | str = "cpu") -> TrainedModel
         kwargs["pretrained"] = None
     model = create_model(saved.model_name, **kwargs)
     model.load_state_dict(saved.state_dict)
+    objective = saved.record.get("objective")
+    model.trained_masked = bool(objective in OBJECTIVES and OBJECTIVES.get(objective).trains_masked)
     return TrainedModel(model.to(device).eval(), saved.record, Path(path))
 
 
@@ -548,4 +550,5 @@ def _finish(run: _Run, model_name: str, data: DataSpec, seed: int, key: str, kwa
     save_checkpoint(final_path, Checkpoint(model_name, saved_kwargs, best["state_dict"], record))
     partial_path.unlink(missing_ok=True)
     run.model.eval()
+    run.model.trained_masked = run.objective.trains_masked  # read by amortized explainers (surrogate="auto")
     return TrainedModel(run.model, record, final_path, trained_now=True)
