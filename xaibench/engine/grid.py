@@ -217,8 +217,11 @@ class _Backend:
             except (OSError, TimeoutError) as error:
                 raise XaibenchError(f"cannot reach the dask scheduler {self.grid.scheduler!r}: {error}") from None
             return
-        self.cluster = LocalCluster(n_workers=self.grid.jobs, threads_per_worker=1, processes=True,
-                                    host="127.0.0.1", dashboard_address=None)
+        import dask
+
+        with dask.config.set({"distributed.worker.profile.enabled": False}):  # its sampling slows small units
+            self.cluster = LocalCluster(n_workers=self.grid.jobs, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address=None)
         self.client = Client(self.cluster)
 
     def __exit__(self, *exc) -> None:
@@ -235,7 +238,7 @@ class _Backend:
         calls = [delayed(run_task)(task) for task in tasks]
         for return_as in ("generator_unordered", "generator"):
             try:
-                return Parallel(return_as=return_as)(calls)
+                return Parallel(return_as=return_as, batch_size=1)(calls)  # coarse tasks: one per call
             except ValueError:  # a backend that cannot yield results as they come (ray's)
                 continue
-        return iter(Parallel(return_as="list")(calls))
+        return iter(Parallel(return_as="list", batch_size=1)(calls))
