@@ -1,7 +1,6 @@
 """Trust under faults: no code from data, a cache that checks itself, one run per --out folder, runs killed at
 seeded points that resume to the same tables, Ctrl-C that ends in one line."""
 import json
-import multiprocessing
 import os
 import pickle
 import random
@@ -121,22 +120,16 @@ def test_cache_info_and_prune(tmp_path, tiny_config, capsys):
     assert main(["cache", "prune", "--cache", str(cache)]) == 2  # neither --older-than nor --keep-latest
 
 
-def _child(config: str, out: str, cache: str, fault: str, stderr: str) -> None:
-    """A forked process: one run with a fault armed (torch single-threaded, as the parent's runs)."""
-    os.environ[faults.ENV] = fault
-    faults.reset()
-    sys.stderr = open(stderr, "w")
-    code = main(["run", "--config", config, "--size", "16", "--out", out, "--cache", cache, "--quiet",
-                 "--threads", "1", "--methods", "ofa,grad"])
-    sys.stderr.flush()
-    os._exit(code)
+def _faulted(config: str, out: str, cache: str, fault: str, stderr: str) -> int:
+    """One run in a fresh process with a fault armed (not a fork: a forked child of a process whose OpenMP pool
+    has run can hang); its exit code (-9 for SIGKILL)."""
+    import subprocess
 
-
-def _forked(*args: str) -> int:
-    process = multiprocessing.get_context("fork").Process(target=_child, args=args)
-    process.start()
-    process.join(120)
-    return process.exitcode
+    env = {**os.environ, faults.ENV: fault, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "xaibench.cli", "run", "--config", config, "--size", "16", "--out", out,
+               "--cache", cache, "--quiet", "--threads", "1", "--methods", "ofa,grad"]
+    with open(stderr, "w") as err:
+        return subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=err, timeout=300).returncode
 
 
 def test_runs_killed_at_ten_seeded_points_resume_to_the_same_tables(tmp_path, tiny_config, monkeypatch):
@@ -149,7 +142,7 @@ def test_runs_killed_at_ten_seeded_points_resume_to_the_same_tables(tmp_path, ti
     points = sorted(random.Random(0).sample(range(1, n_events), 10))
     for point in points:
         cache, out = tmp_path / f"cache-{point}", tmp_path / f"out-{point}"
-        assert _forked(str(tiny_config), str(out), str(cache), f"kill:{point}", str(tmp_path / "err")) == -9, point
+        assert _faulted(str(tiny_config), str(out), str(cache), f"kill:{point}", str(tmp_path / "err")) == -9, point
         assert _run(tiny_config, out, cache) == 0, point
         assert not list(out.glob(".staging-*")), point  # a killed run's staging folder is cleared
         for name in TABLES:
@@ -158,7 +151,7 @@ def test_runs_killed_at_ten_seeded_points_resume_to_the_same_tables(tmp_path, ti
 
 def test_ctrl_c_ends_in_one_line_and_the_same_command_resumes(tmp_path, tiny_config):
     err = tmp_path / "err"
-    assert _forked(str(tiny_config), str(tmp_path / "out"), str(tmp_path / "cache"), "interrupt:40", str(err)) == 130
+    assert _faulted(str(tiny_config), str(tmp_path / "out"), str(tmp_path / "cache"), "interrupt:40", str(err)) == 130
     text = err.read_text()
     assert "xaibench: interrupted" in text and "Traceback" not in text and len(text.strip().splitlines()) == 1
     assert _run(tiny_config, tmp_path / "out", tmp_path / "cache") == 0
