@@ -59,24 +59,25 @@ def _comma_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+def _bounded(convert, accepts, expected: str):
+    """An argparse type: `convert` the text, then refuse what `accepts` rejects, naming what was expected."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accepts(value):  # NaN fails every comparison: refused too
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+_positive_float = _bounded(float, lambda value: value > 0, "a number > 0")
+_positive_int = _bounded(int, lambda value: value >= 1, "an integer >= 1")
+_non_negative_float = _bounded(float, lambda value: value >= 0, "a number of days >= 0")
+_non_negative_int = _bounded(int, lambda value: value >= 0, "an integer >= 0")
 
 
 def _grid(args: argparse.Namespace):
@@ -364,26 +365,6 @@ def _add_cache(sub) -> None:
     p_cache.add_argument("--keep-latest", type=_non_negative_int, metavar="N")
     p_cache.add_argument("--dry-run", action="store_true", help="list what prune would delete, delete nothing")
     p_cache.set_defaults(func=cmd_cache)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
