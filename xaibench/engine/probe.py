@@ -17,21 +17,15 @@ def probe_model(options, config: dict[str, Any], overrides: dict[str, Any], info
     """An untrained network as the run will train it (None for a --checkpoint classifier or an unbuildable one,
     whose own unit then reports the problem)."""
     from xaibench.engine.options import train_config_for
-    from xaibench.training.trainer import accepted_parameters, build_model
-    from xaibench.registry import MODELS
+    from xaibench.training.trainer import build_model, model_kwargs_for
 
     if options.checkpoint:
         return None
     train_config = train_config_for(options.model, config, overrides)
     if train_config.model.pretrained:
         train_config = train_config.replace(pretrained=None)  # the probe needs the shape, not the weights
-    kwargs = dict(num_classes=info.n_classes, in_chans=info.in_chans, img_size=info.size)
-    named = {k: v for k, v in vars(train_config.model).items() if k != "model_options"}
-    accepted = accepted_parameters(MODELS.get(options.model))
-    kwargs.update({k: v for k, v in named.items() if k in accepted})
-    kwargs.update(train_config.model.model_options)
     try:
-        return build_model(options.model, kwargs, seed=0).eval()
+        return build_model(options.model, model_kwargs_for(options.model, info, train_config), seed=0).eval()
     except Exception:  # noqa: BLE001  (the train unit reports it with its own message)
         return None
 

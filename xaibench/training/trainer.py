@@ -144,10 +144,15 @@ def accepted_parameters(factory) -> set[str]:
 
 
 def model_kwargs(model_name: str, train: ImageDataset, config: TrainConfig) -> dict[str, Any]:
-    """The factory's arguments: the data's shape, the named model options it takes, then model_options."""
+    """The factory's arguments for the data `train` holds (model_kwargs_for its DatasetInfo)."""
+    return model_kwargs_for(model_name, train.info, config)
+
+
+def model_kwargs_for(model_name: str, info, config: TrainConfig) -> dict[str, Any]:
+    """The factory's arguments: the data's shape (a DatasetInfo), the named model options it takes, then
+    model_options."""
     accepted = accepted_parameters(MODELS.get(model_name))
-    kwargs: dict[str, Any] = dict(num_classes=train.info.n_classes, in_chans=train.info.in_chans,
-                                  img_size=train.info.size)
+    kwargs: dict[str, Any] = dict(num_classes=info.n_classes, in_chans=info.in_chans, img_size=info.size)
     named = asdict(config.model)
     extra = named.pop("model_options")
     kwargs.update({name: value for name, value in named.items() if name in accepted})
