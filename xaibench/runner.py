@@ -87,9 +87,12 @@ def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: 
     if dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
+    alone = contextlib.nullcontext()
     if distributed.world_size() > 1:  # under torchrun: every rank trains, then rank 0 alone reports
-        return _table1_under_torchrun(plan, ctx, out, config, device, keep_going, grid, started)
-    with claim_out(out):
+        if not _trained_under_torchrun(plan, ctx, device, grid):
+            return RunResult(pd.DataFrame(), out, n_units=len(plan))
+        alone, grid = distributed.local_only(), None
+    with claim_out(out), alone:
         outcomes = _executed(plan, ctx, keep_going, grid)
         frames = collect(plan, outcomes, ctx)
         with staged(out) as stage:
@@ -126,10 +129,9 @@ def claim_out(out: Path):
         lock.release()
 
 
-def _table1_under_torchrun(plan: Plan, ctx: Context, out: Path, config: dict[str, Any], device: torch.device,
-                           keep_going: bool, grid: Grid | None, started: float) -> RunResult:
+def _trained_under_torchrun(plan: Plan, ctx: Context, device: torch.device, grid: Grid | None) -> bool:
     """`torchrun ... -m xaibench.cli train`: the plan's trainings as DDP collectives, in plan order on every rank
-    (each rank trains the same checkpoints), then rank 0 alone runs the engine, where they are cache hits."""
+    (each rank trains the same checkpoints). True on rank 0, which then runs the engine alone (cache hits)."""
     if grid is not None and grid.parallel:
         raise XaibenchError("under torchrun the ranks are the workers: use --backend serial")
     for unit in plan:
@@ -138,13 +140,7 @@ def _table1_under_torchrun(plan: Plan, ctx: Context, out: Path, config: dict[str
             train_model(p["model"], p["spec"], p["config"], p["seed"], device, ctx.cache_root,
                         ctx.progress and distributed.rank() == 0)
     distributed.shutdown()
-    if distributed.rank() != 0:
-        return RunResult(pd.DataFrame(), out, n_units=len(plan))
-    with distributed.local_only():
-        outcomes = _executed(plan, ctx, keep_going, None)
-    frames = collect(plan, outcomes, ctx)
-    files = write_table1(out, frames, config, device) if len(frames.table1) else []
-    return _result(frames, out, files, outcomes, started)
+    return distributed.rank() == 0
 
 
 def _result(frames: Frames, out: Path, files: list[Path], outcomes: dict, started: float) -> RunResult:
