@@ -5,11 +5,13 @@ Functional (device in, device out; see docs/metrics.md):
         random_baseline=True, autocast=None) -> MetricResult
     rsrg(forward_fn, inputs, attributions, targets, *, n_draws=4, steps=None, batch_size=256, generator=None,
          eps=1e-6, autocast=None) -> MetricResult
-    insertion(...) / deletion(...) -> MetricResult;  localization_auroc(attributions, ground_truth) -> [B]
+    insertion(...) / deletion(...) -> MetricResult;  plausibility_auroc(attributions, ground_truth) -> [B];
+    object_agreement(attributions, object_patches, shapley) -> (rank [B], sign [B])
 with forward_fn(x [b, C, H, W], keep_mask bool [b, n]) -> probabilities [b, n_classes], inputs [B, C, H, W],
 attributions [B, n], targets long [B]; steps None = every k, int K = K evenly spaced k, list = those k.
 
-Registered (`xaibench list metrics`): srg, rsrg, insertion, deletion, localization. A runner does
+Registered (`xaibench list metrics`): srg, rsrg, insertion, deletion, plausibility (formerly localization, a name
+still accepted), truth (agreement with the model's exact object Shapley values). A runner does
     metric = create_metric("srg", steps=None, batch_size=256)      # = METRICS.create(name, **options)
     out = metric(forward_fn, inputs, attributions, targets, ground_truth=None, generator=g)
     out.scores  # name -> [B];  out.curves  # name -> [B, K] at out.x [K]; out.srg, out.mif as attributes
@@ -25,11 +27,13 @@ from typing import Any
 from xaibench.registry import METRICS, list_metrics
 
 from .curves import keep_curves, resolve_steps, trapezoid_auc
-from .localization import localization_auroc
+from .localization import localization_auroc, plausibility_auroc
 from .pixel_flipping import CurveResult, SRGResult, deletion, insertion, srg
 from .result import MetricResult
 from .rsrg import RSRGResult, rsrg
-from .stateful import RSRG, SRG, Deletion, Insertion, Localization, Metric, MetricOutput, score_higher_is_better
+from .stateful import (RSRG, SRG, Deletion, Insertion, Localization, Metric, MetricOutput, Plausibility,
+                       score_higher_is_better)
+from .truth import ObjectTruth, TruthAgreement, object_agreement
 
 
 def create_metric(name: str, **options: Any) -> Metric:
@@ -39,4 +43,5 @@ def create_metric(name: str, **options: Any) -> Metric:
 
 __all__ = ["CurveResult", "Deletion", "Insertion", "Localization", "Metric", "MetricOutput", "MetricResult", "RSRG",
            "RSRGResult", "SRG", "SRGResult", "create_metric", "deletion", "insertion", "keep_curves", "list_metrics",
-           "localization_auroc", "resolve_steps", "rsrg", "score_higher_is_better", "srg", "trapezoid_auc"]
+           "localization_auroc", "object_agreement", "ObjectTruth", "plausibility_auroc", "Plausibility",
+           "resolve_steps", "TruthAgreement", "rsrg", "score_higher_is_better", "srg", "trapezoid_auc"]

@@ -1,4 +1,5 @@
-"""Localization: how well an attribution ranks the truly relevant patches first (per-image AUROC, on the device).
+"""Plausibility (formerly "localization"): how well an attribution ranks the annotated patches first (per-image
+AUROC, on the device). It measures agreement with the data's annotation, not faithfulness to the model.
 
 Needs a ground-truth patch mask (e.g. the synthetic dataset's lesion); no forward passes.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 import torch
 
 
-def localization_auroc(attributions: torch.Tensor, ground_truth: torch.Tensor) -> torch.Tensor:
+def plausibility_auroc(attributions: torch.Tensor, ground_truth: torch.Tensor) -> torch.Tensor:
     """AUROC [B] of attributions [B, n] as scores for the bool patch mask ground_truth [B, n].
 
     Rank-based (Mann-Whitney U): ties get their mid-rank, i.e. count one half, as in
@@ -28,3 +29,6 @@ def localization_auroc(attributions: torch.Tensor, ground_truth: torch.Tensor) -
     auroc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     auroc = torch.where((n_pos > 0) & (n_neg > 0), auroc, torch.full_like(auroc, float("nan")))
     return auroc if attributions.dtype == torch.float64 else auroc.float()
+
+
+localization_auroc = plausibility_auroc  # its former name, kept for existing imports

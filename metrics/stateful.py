@@ -15,7 +15,7 @@ import torch
 from xaibench.registry import METRICS, register_metric
 
 from .curves import ForwardFn, Steps
-from .localization import localization_auroc
+from .localization import plausibility_auroc
 from .pixel_flipping import deletion, insertion, srg
 from .result import MetricResult
 from .rsrg import rsrg
@@ -153,18 +153,22 @@ class Deletion(_CurveMetric):
         return deletion(forward_fn, inputs, attributions, targets, generator=generator, **self._options())
 
 
-@register_metric("localization")
-class Localization(Metric):
-    """Localization AUROC of the attribution against the true patch mask (needs ground truth; NaN if one-class)."""
+@register_metric("plausibility")
+class Plausibility(Metric):
+    """Plausibility: AUROC of the attribution against the annotated patch mask, i.e. agreement with the data's
+    annotation, not faithfulness to the model (needs ground truth; NaN for a one-class mask)."""
 
-    main_score = "localization"
+    main_score = "plausibility"
     needs_ground_truth = True
 
     def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:
         if ground_truth is None:
-            raise ValueError("metric 'localization' needs a ground-truth patch mask [B, n]")
-        return MetricResult({"localization": localization_auroc(attributions, ground_truth)})
+            raise ValueError(f"metric {self.main_score!r} needs a ground-truth patch mask [B, n]")
+        return MetricResult({"plausibility": plausibility_auroc(attributions, ground_truth)})
 
+
+Localization = Plausibility  # its former name; METRICS maps "localization" to "plausibility" with a warning
+METRICS.alias("localization", "plausibility")
 
 
 def _metric_classes() -> dict[str, type[Metric]]:

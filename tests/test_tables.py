@@ -6,12 +6,13 @@ import re
 import pandas as pd
 import pytest
 
-from xaibench.tables import cost_table, localization_table, method_table, table2, to_latex, to_markdown, write_table
+from xaibench.tables import (cost_table, method_table, plausibility_table, table2, to_latex, to_markdown,
+                             without_ci, write_table)
 
 # Seed-0 means per (method, metric): Grad has the highest SRG and the LOWEST deletion, OFA the highest deletion.
-MEANS = {"ofa": {"srg": 0.20, "rsrg": 0.05, "deletion": 0.60, "localization": 0.70},
-         "grad": {"srg": 0.30, "rsrg": 0.02, "deletion": 0.10, "localization": 0.90},
-         "attn": {"srg": -0.10, "rsrg": 0.04, "deletion": 0.40, "localization": 0.60}}
+MEANS = {"ofa": {"srg": 0.20, "rsrg": 0.05, "deletion": 0.60, "plausibility": 0.70},
+         "grad": {"srg": 0.30, "rsrg": 0.02, "deletion": 0.10, "plausibility": 0.90},
+         "attn": {"srg": -0.10, "rsrg": 0.04, "deletion": 0.40, "plausibility": 0.60}}
 
 
 def long_scores(datasets=("synthetic", "breastmnist")) -> pd.DataFrame:
@@ -19,7 +20,7 @@ def long_scores(datasets=("synthetic", "breastmnist")) -> pd.DataFrame:
     for dataset in datasets:
         for method, means in MEANS.items():
             for metric, mean in means.items():
-                if metric == "localization" and dataset != "synthetic":
+                if metric == "plausibility" and dataset != "synthetic":
                     continue  # ground truth on the synthetic set only
                 for image, offset in enumerate((-0.01, 0.01)):
                     rows.append({"dataset": dataset, "method": method, "seed": 0, "image": image, "metric": metric,
@@ -41,6 +42,7 @@ def test_a_deletion_column_bolds_its_lowest_cell():
     table = method_table(long_scores(("synthetic",)), ("srg", "deletion"), methods=["ofa", "grad", "attn"])
     assert table.attrs["higher_is_better"] == {("Synthetic", "SRG"): True, ("Synthetic", "Del"): False}
     latex = to_latex(table, "caption", "tab:x")
+    assert table.loc["Grad", ("Synthetic", "SRG")] == "30.00 [29.00, 31.00]"  # bootstrap interval of 2 images
     assert "Grad & \\textbf{30.00} & \\textbf{10.00} \\\\" in latex  # highest SRG, lowest deletion
     assert bold_rows(latex) == {"OFA": [], "Grad": [0, 1], "Attn": []}
     # the direction can be given explicitly too (the table's attrs are only the default)
@@ -60,7 +62,7 @@ def test_bold_skips_na_cells_and_keeps_ties():
 # The exact text the hand-made bolding wrote before the Styler (results/ and the ref run compare bytes).
 EXPECTED_TABLE2 = r"""\begin{table}
 \centering
-\caption{SRG $\pm$ x}
+\caption{SRG $\pm$ x Each cell's 95\% bootstrap confidence interval over images is left out here: see the Markdown and CSV tables and ci.csv.}
 \label{tab:table2}
 \begin{tabular}{lrrrr}
 \toprule
@@ -90,10 +92,16 @@ def test_latex_through_styler_is_byte_identical_to_the_former_writer(tmp_path):
     assert table.attrs["notes"] == []
     paths = write_table(table, tmp_path, "table2", "SRG $\\pm$ x")
     assert [p.name for p in paths] == ["table2.csv", "table2.tex", "table2.md"]
-    assert (tmp_path / "table2.tex").read_text() == EXPECTED_TABLE2
-    assert (tmp_path / "table2.md").read_text().endswith("| Attn | -10.00 ± 1.41 | 4.00 ± 1.41 | -10.00 | 4.00 |\n")
+    assert (tmp_path / "table2.tex").read_text() == EXPECTED_TABLE2  # the paper's layout: no intervals
+    assert (tmp_path / "table2.md").read_text().endswith(
+        "| Attn | -10.00 ± 1.41 [-11.00, -9.00] | 4.00 ± 1.41 [3.00, 5.00] | -10.00 [-11.00, -9.00] "
+        "| 4.00 [3.00, 5.00] |\n")
+    assert pd.read_csv(tmp_path / "table2.csv", header=[0, 1], index_col=0).loc["Attn"].tolist() == \
+        table.loc["Attn"].tolist()  # the CSV cells carry the intervals too
     plain = to_latex(table, "SRG $\\pm$ x", "tab:table2", bold_best=False)
     assert plain == re.sub(r"\\textbf\{([^}]*)\}", r"\1", EXPECTED_TABLE2)
+    no_intervals = table.map(without_ci)  # cells without intervals: the caption gains no note
+    assert "bootstrap" not in to_latex(no_intervals, "SRG $\\pm$ x", "tab:table2")
 
 
 REASON = "attention rollout needs a ViT; the model is resnet_18"
@@ -104,7 +112,8 @@ def test_unavailable_cells_read_na_with_one_note_per_reason(tmp_path):
                    ("breastmnist", "grad"): "no gradients through the 100% lookup",
                    ("pathmnist", "ofa"): "not in this table"}
     table = table2(long_scores(), methods=["ofa", "grad", "attn"], unavailable=unavailable)
-    assert (table.loc["Attn"] == "n/a").all() and list(table.loc["Grad"]) == ["30.00", "2.00", "n/a", "n/a"]
+    assert (table.loc["Attn"] == "n/a").all()
+    assert list(table.loc["Grad"]) == ["30.00 [29.00, 31.00]", "2.00 [1.00, 3.00]", "n/a", "n/a"]
     notes = ["n/a (Grad: Breast): no gradients through the 100% lookup",
              f"n/a (Attn: Synthetic, Breast): {REASON}"]
     assert table.attrs["notes"] == notes
@@ -122,11 +131,12 @@ def test_unavailable_cells_read_na_with_one_note_per_reason(tmp_path):
     assert "footnotesize" not in to_latex(without, "c", "tab:x") and "\n\n" not in to_markdown(without)
 
 
-def test_localization_and_cost_tables_take_unavailable_too():
+def test_plausibility_and_cost_tables_take_unavailable_too():
     unavailable = {("synthetic", "attn"): REASON, ("breastmnist", "attn"): REASON}
-    localization = localization_table(long_scores(), methods=["ofa", "grad", "attn"], unavailable=unavailable)
-    assert list(localization.columns) == [("Synthetic", "Loc")] and localization.loc["Attn"].tolist() == ["n/a"]
-    assert localization.attrs["notes"] == [f"n/a (Attn: Synthetic): {REASON}"]  # Breast has no Loc column
+    plausibility = plausibility_table(long_scores(), methods=["ofa", "grad", "attn"], unavailable=unavailable)
+    assert list(plausibility.columns) == [("Synthetic", "Plaus")] and plausibility.loc["Attn"].tolist() == ["n/a"]
+    assert plausibility.loc["Grad"].tolist() == ["90.00 [89.00, 91.00]"]
+    assert plausibility.attrs["notes"] == [f"n/a (Attn: Synthetic): {REASON}"]  # Breast has no Plaus column
     costs = pd.DataFrame([{"dataset": d, "method": m, "seed": 0, "ms_per_image": 2.0, "forward_per_image": 9,
                            "backward_per_image": 1} for d in ("synthetic", "breastmnist") for m in MEANS])
     cost = cost_table(costs, methods=list(MEANS), unavailable={("breastmnist", "attn"): REASON})
@@ -140,3 +150,27 @@ def test_a_score_no_metric_declares_is_an_error():
     scores = long_scores(("synthetic",)).replace({"metric": {"srg": "speed"}})
     with pytest.raises(ValueError, match="no registered metric gives the score 'speed'"):
         method_table(scores, ("speed",))
+
+
+def test_plausibility_is_registered_and_localization_is_its_deprecated_alias():
+    import torch
+
+    from xaibench.metrics import create_metric, score_higher_is_better
+    from xaibench.registry import METRICS
+
+    attributions = torch.tensor([[0.9, 0.1, 0.5, 0.2], [0.1, 0.2, 0.3, 0.4]])
+    truth = torch.tensor([[True, False, True, False], [True, True, True, True]])
+    plausibility = create_metric("plausibility")
+    out = plausibility(None, None, attributions, None, ground_truth=truth)
+    assert list(out.scores) == ["plausibility"] and out.scores["plausibility"][0] == 1
+    assert torch.isnan(out.scores["plausibility"][1])  # a one-class mask has no AUROC
+    assert score_higher_is_better("plausibility")
+    with pytest.warns(FutureWarning, match="'localization' is now called 'plausibility'"):
+        assert METRICS.resolve(["localization"]) == ["plausibility"]  # a config naming the old metric still runs
+    with pytest.warns(FutureWarning, match="'localization' is now called 'plausibility'"):
+        alias = create_metric("localization")
+    assert alias.needs_ground_truth  # only where the dataset has annotations, as before
+    scores = alias(None, None, attributions, None, ground_truth=truth).scores  # under the new name
+    assert list(scores) == ["plausibility"] and torch.equal(scores["plausibility"][:1], out.scores["plausibility"][:1])
+    with pytest.raises(ValueError, match="no registered metric gives the score 'localization'"):
+        score_higher_is_better("localization")

@@ -39,13 +39,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from xaibench.data import download, resolve_datasets
+    from xaibench.data import download, is_embedded, resolve_datasets
 
     names = args.datasets or args.datasets_positional
     if not names:
         raise XaibenchError("no dataset named: give --datasets NAME[,NAME...] (or 'all' for the paper's nine)")
     for name in resolve_datasets(names):
-        if name == "synthetic" or name.startswith("path:"):
+        if is_embedded(name):
             continue
         path = download(name, args.size, args.data_root)
         print(f"{name}: {path} (MD5 verified)")
@@ -264,7 +264,7 @@ def _add_train(sub) -> None:
                "Exit codes: 0 done, 1 a unit failed, 2 bad usage.")
     p_train.add_argument("--models", default="resnet18,resnet50,vit,segm,ofa",
                          help="comma-separated model names (default: all five of Table 1)")
-    p_train.add_argument("--datasets", default="synthetic", help="comma-separated names or 'all' (default synthetic)")
+    p_train.add_argument("--datasets", default="objects", help="comma-separated names or 'all' (default objects)")
     p_train.add_argument("--size", type=int, help="image side in pixels (default 28; 224 with --preset paper)")
     p_train.add_argument("--seeds", type=_comma_ints, default=[0], help="comma-separated seeds (default 0)")
     p_train.add_argument("--out", default="xaibench-out/train", help="result folder (default xaibench-out/train)")

@@ -12,7 +12,7 @@ DEFAULT_RUN: dict[str, Any] = {
     # What is run and how it is scored; keys of xaibench.runner.RunOptions.
     "run": {
         "methods": ["ofa", "grad", "attn"],
-        "datasets": ["synthetic"],
+        "datasets": ["objects"],  # the model-truth set (xaibench/data/objects.py); "synthetic" is the lesion set
         "seeds": [0],
         "size": 28,  # image side; synthetic draws at any size, MedMNIST+ has 28/64/128/224
         "model": "ofa",  # the network every method explains and every metric queries (SPEC §4)
@@ -20,12 +20,14 @@ DEFAULT_RUN: dict[str, Any] = {
         "target": "label",  # explained and scored class: "label" (ground truth) or "predicted"
         "n_test": 64,  # the first n_test test images are explained and scored
         "batch_size": 64,  # images per explain/metric call
-        "metrics": ["srg", "rsrg", "localization"],  # localization only where the dataset has ground truth
+        # plausibility only where the dataset has an annotated region; truth only where it re-renders its objects
+        "metrics": ["srg", "rsrg", "plausibility", "truth"],
         "steps": 11,  # curve points K per MIF/LIF/R-SRG curve (k = 0..n evenly, rounded); "all" = every k
         "n_draws": 2,  # R-SRG draws per curve
         "metric_batch_size": "auto",  # masked inputs per forward_fn call in a metric: "auto" = 256 on the CPU, on
         # CUDA what half the free memory holds (at most 4096); an execution detail, not part of any cache key
         "n_figure_images": 6,  # test images in the attribution-map figure
+        "sanity_images": 16,  # images of each method's cascading model-randomization check (0 = none)
         "figures": True,
         "method_options": {},  # e.g. {"captum.Lime": {"n_samples": 128}}
         "metric_options": {},  # e.g. {"rsrg": {"eps": 1e-6}}; laid over the options built from the keys above

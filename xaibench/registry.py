@@ -45,6 +45,7 @@ class Registry:
     def __init__(self, kind: str, builtin_modules: Iterable[str] = (), entry_point_group: str | None = None):
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._aliases: dict[str, str] = {}  # a former name -> the name it now has
         self._builtin_modules = tuple(builtin_modules)
         self._entry_point_group = entry_point_group
         self._loaded = False
@@ -82,6 +83,19 @@ class Registry:
                     warnings.warn(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {error}")
 
     # -- lookup ---------------------------------------------------------------
+    def alias(self, old: str, new: str) -> None:
+        """Keep accepting a former name: `get` and `resolve` map `old` to `new` with a FutureWarning; `names`
+        lists only `new`."""
+        self._aliases[old] = new
+
+    def _current(self, name: str) -> str:
+        new = self._aliases.get(name)
+        if new is None or name in self._entries:
+            return name
+        warnings.warn(f"{self.kind} {name!r} is now called {new!r}; the old name will go in a later version",
+                      FutureWarning, stacklevel=3)
+        return new
+
     def names(self, pattern: str | None = None) -> list[str]:
         self._load()
         names = sorted(self._entries)
@@ -91,10 +105,11 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        return name in self._entries
+        return name in self._entries or self._aliases.get(name) in self._entries
 
     def get(self, name: str) -> Callable[..., Any]:
         self._load()
+        name = self._current(name)
         try:
             return self._entries[name]
         except KeyError:
@@ -123,6 +138,8 @@ class Registry:
                         f"no {self.kind} matches {name!r}; valid names: {', '.join(self.names())}"
                     )
             else:
+                self._load()
+                name = self._current(name)
                 self.get(name)
                 picked = [name]
             out.extend(p for p in picked if p not in out)

@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from xaibench.data import data_root
+from xaibench.data import data_root, is_embedded
 from xaibench.engine.grid import Grid
+from xaibench.tables import gate_warnings
 from xaibench.errors import XaibenchError
 from xaibench.training import distributed, train_model
 from xaibench.engine import (BASELINE_MODELS, TARGETS, Context, Frames, Plan, RunFailedError, RunOptions, Unit,
@@ -204,6 +205,8 @@ def _benchmark_outputs(plan: Plan, outcomes: dict, ctx: Context, options: RunOpt
                        started: float) -> RunResult:
     """Collect the outcomes and write Table 2, the side tables, figures, maps and the manifest into `out`."""
     frames = collect(plan, outcomes, ctx, options.n_figure_images if options.figures else 0)
+    for warning in gate_warnings(frames.gates):  # the tables' captions and notes say it too
+        logger.warning(warning)
     files = write_run_outputs(out, frames, options.methods, options.datasets)
     files += _optional_outputs(out, frames, options, keep_going, save_maps)
     if len(frames.table1):
@@ -214,7 +217,8 @@ def _benchmark_outputs(plan: Plan, outcomes: dict, ctx: Context, options: RunOpt
         "command": command, "options": asdict(options), "train_overrides": overrides,
         "train_config": {dataset: asdict(train_config_for(options.model, config, overrides))
                          for dataset in options.datasets} if not options.checkpoint else None,
-        "data_root": str(data_root(root)) if any(d != "synthetic" for d in options.datasets) else None,
+        "data_root": str(data_root(root)) if any(not is_embedded(d) for d in options.datasets) else None,
+        "gates": frames.gates.to_dict(orient="records"),
         "cache": str(ctx.cache_root), "checkpoints": frames.checkpoints, "units": frames.units,
         "n_units": len(plan), "n_cached": result.n_cached, "failures": frames.failures,
         "skipped": result.skipped, "not_applicable": {f"{d}/{m}": why for (d, m), why in frames.unavailable.items()},

@@ -1,4 +1,5 @@
-"""Where images come from: the dataset registry, MedMNIST+ files, the synthetic default and `path:` datasets."""
+"""Where images come from: the dataset registry, MedMNIST+ files, the embedded sets (objects, the default, and
+synthetic) and `path:` datasets."""
 from __future__ import annotations
 
 import inspect
@@ -6,12 +7,19 @@ import inspect
 from xaibench.data.base import DatasetInfo, ImageDataset, pixel_to_patch_mask
 from xaibench.data import medmnist_sets as _medmnist_sets  # noqa: F401  (registers the nine sets)
 from xaibench.data import synthetic as _synthetic  # noqa: F401  (registers "synthetic")
+from xaibench.data import objects as _objects  # noqa: F401  (registers "objects", the default)
 from xaibench.data.folder import check_path_name, is_path_name, load_path_dataset
 from xaibench.data.medmnist_sets import PAPER_DATASETS, SIZES, data_root, download
 from xaibench.errors import XaibenchError
 from xaibench.registry import DATASETS, list_datasets
 
 DATASET_GROUPS = {"all": list(PAPER_DATASETS)}
+EMBEDDED = ("objects", "synthetic")  # drawn from a seed in-tree: no files, nothing to download
+
+
+def is_embedded(name: str) -> bool:
+    """Whether a dataset needs no files: an embedded set, or a user's 'path:' data (already on disk)."""
+    return name in EMBEDDED or is_path_name(name)
 
 
 def create_dataset(name: str, split: str = "train", size: int = 28, root=None, **kwargs) -> ImageDataset:
@@ -53,5 +61,5 @@ def resolve_datasets(names) -> list[str]:
     return out
 
 
-__all__ = ["DatasetInfo", "ImageDataset", "PAPER_DATASETS", "SIZES", "create_dataset", "data_root", "download",
+__all__ = ["EMBEDDED", "is_embedded", "DatasetInfo", "ImageDataset", "PAPER_DATASETS", "SIZES", "create_dataset", "data_root", "download",
            "list_datasets", "pixel_to_patch_mask", "resolve_datasets"]

@@ -28,6 +28,8 @@ class Frames:
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
     explanations: list[dict[str, Any]] = field(default_factory=list)  # for --save-attributions
+    gates: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset and seed, engine/truth.py's gates
+    sanity: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset, seed, method and stage
 
 
 def patches_to_pixels(values: torch.Tensor, img_size: int) -> torch.Tensor:
@@ -76,6 +78,8 @@ class _Collector:
         self.curves: list[dict[str, Any]] = []
         self.costs: list[dict[str, Any]] = []
         self.table1: list[dict[str, Any]] = []
+        self.gate_rows: list[dict[str, Any]] = []
+        self.sanity_rows: list[dict[str, Any]] = []
         self.emitted: dict[tuple[str, int, str], set[str]] = {}  # a score two metrics both give is kept once
         self.frames = Frames(*(pd.DataFrame() for _ in range(4)))
 
@@ -94,6 +98,21 @@ class _Collector:
     def evaluate(self, unit: Unit, outcome: Outcome) -> None:
         self.table1.extend(table1_rows(unit.params, outcome.payload))
 
+    def truth(self, unit: Unit, outcome: Outcome) -> None:
+        """The gates, and the reference ordering's map for the figure (its cost is not a method's)."""
+        from xaibench.engine.truth import gate_rows
+
+        p = unit.params
+        self.gate_rows.extend(gate_rows(p["dataset"], p["seed"], outcome.payload["gates"]))
+        self._figure(p, outcome.payload["attributions"])
+
+    def sanity(self, unit: Unit, outcome: Outcome) -> None:
+        p, payload = unit.params, outcome.payload
+        for stage, rho, rho_abs in zip(payload["stages"], payload["spearman"], payload["spearman_abs"]):
+            self.sanity_rows.append({"dataset": p["dataset"], "seed": p["seed"], "method": p["method"], "stage": stage,
+                                "spearman": float(rho.double().nanmean()),
+                                "spearman_abs": float(rho_abs.double().nanmean()), "n_images": len(rho)})
+
     def explain(self, unit: Unit, outcome: Outcome) -> None:
         p, explanation = unit.params, payload_explanation(outcome.payload)
         self.costs.append(cost_row(p, explanation))
@@ -101,6 +120,10 @@ class _Collector:
                                          "image": torch.arange(len(explanation.attributions)),
                                          "target": outcome.payload["targets"],
                                          "attributions": explanation.attributions})
+        self._figure(p, explanation.attributions)
+
+    def _figure(self, p: dict[str, Any], attributions: torch.Tensor) -> None:
+        """The first images' maps of one method for the attribution figure (one seed per dataset)."""
         figures = self.frames.figure_data
         if not self.n_figure_images or figures.get(p["dataset"], {}).get("seed", p["seed"]) != p["seed"]:
             return
@@ -110,7 +133,7 @@ class _Collector:
             "seed": p["seed"], "images": batch.x[shown].cpu(), "labels": batch.labels[shown].cpu(),
             "masks": batch.dataset.pixel_masks[batch.indices[shown]] if batch.dataset.has_ground_truth else None,
             "maps": {}})
-        entry["maps"][p["method"]] = patches_to_pixels(explanation.attributions[shown], batch.x.shape[-1])
+        entry["maps"][p["method"]] = patches_to_pixels(attributions[shown], batch.x.shape[-1])
 
     def score(self, unit: Unit, outcome: Outcome) -> None:
         p, scored = unit.params, outcome.payload
@@ -133,7 +156,7 @@ class _Collector:
         elif outcome.status == "failed":
             self.frames.failures.append({"unit": unit.label, "error": outcome.error or "",
                                          "traceback": outcome.traceback or ""})
-        elif outcome.status == "n/a" and unit.kind == "explain":
+        elif outcome.status == "n/a" and unit.kind in ("explain", "truth"):
             self.frames.unavailable[(unit.params["dataset"], unit.params["method"])] = outcome.error or "n/a"
 
 
@@ -153,4 +176,5 @@ def collect(plan: list[Unit], outcomes: dict[str, Outcome], ctx: Context, n_figu
         pd.DataFrame(columns=SCORE_COLUMNS)
     frames.costs, frames.curves = pd.DataFrame(collector.costs), pd.DataFrame(collector.curves)
     frames.table1 = pd.DataFrame(collector.table1)
+    frames.gates, frames.sanity = pd.DataFrame(collector.gate_rows), pd.DataFrame(collector.sanity_rows)
     return frames

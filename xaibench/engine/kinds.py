@@ -206,6 +206,10 @@ class ScoreKind(UnitKind):
         explained = deps[unit.deps[1]]
         batch = ctx.test_batch(p["spec"], p["n_test"])
         truth = batch.dataset.patch_masks(model.patch_size, batch.indices) if p["needs_truth"] else None
+        if p.get("needs_object_truth"):
+            from xaibench.metrics import ObjectTruth
+
+            truth = ObjectTruth(deps[unit.deps[2]]["patches"], deps[unit.deps[2]]["shapley"])
         forward_fn, forward_batch = ctx.forward(model, batch.x)
         options = dict(p["options"])
         if options.get("batch_size") == "auto":
@@ -232,3 +236,66 @@ class ScoreKind(UnitKind):
         return {"scores": {name: torch.cat(values) for name, values in scores.items()},
                 "curves": {name: torch.cat(values) for name, values in curves.items()},
                 "x": x_axis, "n_forward": n_forward, "seconds": time.perf_counter() - start_time}
+
+
+@register_kind
+class TruthKind(UnitKind):
+    """The model's exact object Shapley values on a dataset that re-renders its objects, the reference ordering
+    (stored as an explanation of the method "reference", so the metrics score it like any method) and the gates."""
+
+    name = "truth"
+
+    def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
+        from xaibench.engine.truth import gate_values, object_truth
+
+        start, p = time.perf_counter(), unit.params
+        model = _model(deps, unit).model
+        test = ctx.test_split(p["spec"])
+        if getattr(test, "patch", None) != model.patch_size:
+            raise NotApplicable(f"the model's patches ({model.patch_size} px) are not the dataset's object grid "
+                                f"({getattr(test, 'patch', None)} px): set [data.{p['dataset']}] patch to match")
+        batch = ctx.test_batch(p["spec"], p["n_test"])
+        targets = explanation_targets(model, batch.x, batch.labels, p["target"], p["batch_size"])
+        truth = object_truth(model, test, batch.indices, targets, ctx.device)
+        accuracy = classification_scores(predict_proba(model, test, ctx.device), test)["acc"]
+        seconds = time.perf_counter() - start
+        n_subsets = truth["values"].shape[1]
+        return {"method": p["method"], "attributions": truth["reference"], "targets": targets.cpu(),
+                "seconds": seconds, "n_forward": float(n_subsets), "n_backward": 0.0,
+                **{name: truth[name] for name in ("values", "shapley", "patches", "kinds", "masked_without",
+                                                  "background_masked")},
+                "gates": gate_values(truth, float(accuracy))}
+
+
+@register_kind
+class SanityKind(UnitKind):
+    """Cascading model-parameter randomization of one method (Adebayo et al. 2018): Spearman correlation of the
+    method's maps on the model and on copies randomized from the top stage down (metrics/sanity.py)."""
+
+    name = "sanity"
+
+    def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
+        from xaibench.metrics.sanity import cascading_randomization
+
+        start, p = time.perf_counter(), unit.params
+        model = _model(deps, unit).model
+        reason = _unsuited(p["method"], model, p["options"])
+        if reason:
+            raise NotApplicable(reason)
+        batch = ctx.test_batch(p["spec"], p["n_images"])
+        targets = explanation_targets(model, batch.x, batch.labels, p["target"], len(batch.x))
+        state = deps[unit.deps[1]]["state"] if len(unit.deps) > 1 else None
+
+        def make_explainer(network):
+            explainer = create_method(p["method"], network, **p["options"])
+            if state is not None:  # an amortized explainer keeps the state fitted on the original model
+                explainer.load_fitted(state)
+            return explainer
+
+        seed = derive_seed(p["seed"], p["dataset"], p["method"], "sanity")
+        result = cascading_randomization(
+            model, make_explainer, batch.x, targets,
+            lambda: torch.Generator(device=ctx.device).manual_seed(seed),
+            weight_generator=torch.Generator(device=ctx.device).manual_seed(derive_seed(p["seed"], "sanity-weights")))
+        return {"stages": list(result["stages"]), "spearman": result["spearman"].float().cpu(),
+                "spearman_abs": result["spearman_abs"].float().cpu(), "seconds": time.perf_counter() - start}

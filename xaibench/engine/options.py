@@ -87,6 +87,7 @@ class RunOptions:
     method_options: dict[str, dict[str, Any]]
     metric_options: dict[str, dict[str, Any]]
     checkpoint: str | None  # a classifier's weights file: it is explained and scored as it is, not trained
+    sanity_images: int  # images of the cascading randomization check per method (0 = no check)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunOptions":
@@ -133,8 +134,9 @@ def _check_values(values: dict[str, Any]) -> None:
             raise XaibenchError(f"run option {name} must be an integer >= 1, got {values[name]!r}")
     if isinstance(values["steps"], int) and values["steps"] < 2:
         raise XaibenchError(f"steps must be >= 2 (a curve needs k = 0 and k = n) or 'all', got {values['steps']}")
-    if not isinstance(values["n_figure_images"], int) or values["n_figure_images"] < 0:
-        raise XaibenchError(f"run option n_figure_images must be an integer >= 0, got {values['n_figure_images']!r}")
+    for name in ("n_figure_images", "sanity_images"):
+        if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 0:
+            raise XaibenchError(f"run option {name} must be an integer >= 0, got {values[name]!r}")
     if values["target"] not in TARGETS:
         raise XaibenchError(f"unknown target {values['target']!r}; valid: {', '.join(TARGETS)}")
     if not values["seeds"]:

@@ -5,13 +5,13 @@ checkpoint key. The order of the list is the order a serial execution runs them 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from xaibench.cache import code_fingerprint, unit_key
-from xaibench.data import data_root
+from xaibench.data import data_root, is_embedded
 from xaibench.engine.context import Context
 from xaibench.engine.options import RunOptions, data_spec, train_config_for
 from xaibench.engine.units import UNIT_KINDS, Unit
@@ -23,6 +23,7 @@ from xaibench.registry import METHODS, METRICS
 from xaibench.training import DataSpec, checkpoint_key
 
 BASELINE_MODELS = ["resnet18", "resnet50", "vit", "segm", "ofa"]
+REFERENCE = "reference"  # the method name of the ordering by the model's exact object Shapley values
 
 
 class Plan(list):
@@ -51,7 +52,7 @@ def load_unit(model: str, checkpoint: str, options: dict[str, Any], spec: DataSp
 def evaluate_unit(trained: Unit, spec: DataSpec, model: str, seed: int, root: str | None,
                   device: torch.device) -> Unit:
     """Test AUC/ACC of a trained model: a Table 1 row."""
-    medmnist = spec.name != "synthetic" and not spec.name.startswith("path:")
+    medmnist = not is_embedded(spec.name)
     key = unit_key("evaluate", {"model": trained.key, "data": spec.key(), "medmnist": medmnist,
                                 "device": device.type})
     return Unit("evaluate", f"evaluate {spec.name}/seed{seed}/{model}", key, (trained.key,),
@@ -83,10 +84,16 @@ class RunSetup:
     method_code: dict[str, str]
     metric_code: dict[str, str]
     tests: dict[str, Any]
+    needs_object_truth: dict[str, bool] = field(default_factory=dict)
+
+    def has_object_truth(self, dataset: str) -> bool:
+        """Whether the dataset re-renders its objects, so the model's exact object Shapley values exist."""
+        return bool(getattr(self.tests[dataset], "has_object_truth", False))
 
     def metrics_for(self, options: RunOptions, dataset: str) -> list[str]:
-        has_truth = self.tests[dataset].has_ground_truth
-        return [m for m in options.metrics if has_truth or not self.needs_truth[m]]
+        has_truth, has_objects = self.tests[dataset].has_ground_truth, self.has_object_truth(dataset)
+        return [m for m in options.metrics if (has_truth or not self.needs_truth[m])
+                and (has_objects or not self.needs_object_truth.get(m, False))]
 
 
 def run_setup(options: RunOptions, specs: dict[str, DataSpec]) -> RunSetup:
@@ -102,7 +109,8 @@ def run_setup(options: RunOptions, specs: dict[str, DataSpec]) -> RunSetup:
     return RunSetup(metric_options,
                     {name: bool(getattr(METRICS.get(name), "needs_ground_truth", False)) for name in options.metrics},
                     {m: code_fingerprint(METHODS.get(m)) for m in options.methods},
-                    {m: code_fingerprint(METRICS.get(m)) for m in options.metrics}, tests)
+                    {m: code_fingerprint(METRICS.get(m)) for m in options.metrics}, tests,
+                    {name: bool(getattr(METRICS.get(name), "needs_object_truth", False)) for name in options.metrics})
 
 
 def _concrete_batch(options: dict[str, Any]) -> dict[str, Any]:
@@ -155,17 +163,52 @@ def explain_unit(options: RunOptions, setup: RunSetup, model: Unit, spec: DataSp
 
 
 def score_unit(options: RunOptions, setup: RunSetup, model: Unit, explained: Unit, metric: str,
-               device: torch.device) -> Unit:
+               device: torch.device, truth: Unit | None = None) -> Unit:
+    """A metric on one explanation (or on the reference ordering of a truth unit); a metric that reads the
+    model's object truth (`truth`) depends on the truth unit as well."""
     p = explained.params
-    key = unit_key("score", {
-        "explanation": explained.key, "model": model.key, "metric": metric,
-        "options": key_options(setup.metric_options[metric]), "code": setup.metric_code[metric], "seed": p["seed"],
-        "batch_size": options.batch_size, "device": device.type})
-    return Unit("score", f"score {p['dataset']}/seed{p['seed']}/{p['method']}/{metric}", key,
-                (model.key, explained.key),
+    inputs = {"explanation": explained.key, "model": model.key, "metric": metric,
+              "options": key_options(setup.metric_options[metric]), "code": setup.metric_code[metric],
+              "seed": p["seed"], "batch_size": options.batch_size, "device": device.type}
+    needs_objects = setup.needs_object_truth.get(metric, False)
+    if needs_objects:
+        inputs["truth"] = truth.key
+    deps = (model.key, explained.key, truth.key) if needs_objects else (model.key, explained.key)
+    return Unit("score", f"score {p['dataset']}/seed{p['seed']}/{p['method']}/{metric}", unit_key("score", inputs),
+                deps, params={"dataset": p["dataset"], "spec": p["spec"], "seed": p["seed"], "method": p["method"],
+                              "metric": metric, "options": setup.metric_options[metric], "n_test": p["n_test"],
+                              "needs_truth": setup.needs_truth[metric], "needs_object_truth": needs_objects,
+                              "batch_size": options.batch_size})
+
+
+def truth_unit(options: RunOptions, setup: RunSetup, model: Unit, spec: DataSpec, seed: int,
+               device: torch.device) -> Unit:
+    """The model's exact object Shapley values on the first n_test test images, the reference ordering they
+    give (scored as the method "reference") and the gates (engine/truth.py)."""
+    from xaibench.engine import truth
+
+    n_test = min(options.n_test, len(setup.tests[spec.name]))
+    key = unit_key("truth", {"model": model.key, "data": spec.key(), "n_test": n_test, "target": options.target,
+                             "code": code_fingerprint(truth.object_truth), "seed": seed,
+                             "batch_size": options.batch_size, "device": device.type})
+    return Unit("truth", f"truth {spec.name}/seed{seed}", key, (model.key,),
+                params={"dataset": spec.name, "spec": spec, "seed": seed, "method": REFERENCE, "n_test": n_test,
+                        "target": options.target, "batch_size": options.batch_size})
+
+
+def sanity_unit(options: RunOptions, setup: RunSetup, model: Unit, explained: Unit, device: torch.device,
+                fitted: Unit | None = None) -> Unit:
+    """Cascading model-parameter randomization of one method (Adebayo et al. 2018) on sanity_images images."""
+    p = explained.params
+    n_images = min(options.sanity_images, p["n_test"])
+    key = unit_key("sanity", {"model": model.key, "data": p["spec"].key(), "method": p["method"],
+                              "options": p["options"], "code": setup.method_code[p["method"]], "n": n_images,
+                              "target": options.target, "seed": p["seed"], "device": device.type,
+                              **({"fit": fitted.key} if fitted is not None else {})})
+    deps = (model.key,) if fitted is None else (model.key, fitted.key)
+    return Unit("sanity", f"sanity {p['dataset']}/seed{p['seed']}/{p['method']}", key, deps,
                 params={"dataset": p["dataset"], "spec": p["spec"], "seed": p["seed"], "method": p["method"],
-                        "metric": metric, "options": setup.metric_options[metric], "n_test": p["n_test"],
-                        "needs_truth": setup.needs_truth[metric], "batch_size": options.batch_size})
+                        "options": p["options"], "n_images": n_images, "target": options.target})
 
 
 def plan_run(options: RunOptions, *, config: dict[str, Any], overrides: dict[str, Any], root: str | None,
@@ -178,12 +221,20 @@ def plan_run(options: RunOptions, *, config: dict[str, Any], overrides: dict[str
     for dataset, spec in specs.items():
         for seed in options.seeds:
             model = plan.add(model_unit(options, spec, config, overrides, seed))
+            truth = plan.add(truth_unit(options, setup, model, spec, seed, device)) \
+                if setup.has_object_truth(dataset) else None
             for method in options.methods:
                 fitted = plan.add(fit_unit(setup, model, spec, seed, method, options.method_options.get(method, {}),
                                            device)) if is_fitted(method) else None
                 explained = plan.add(explain_unit(options, setup, model, spec, seed, method, device, fitted))
                 for metric in setup.metrics_for(options, dataset):
-                    plan.add(score_unit(options, setup, model, explained, metric, device))
+                    plan.add(score_unit(options, setup, model, explained, metric, device, truth))
+                if options.sanity_images > 0:
+                    plan.add(sanity_unit(options, setup, model, explained, device, fitted))
+            if truth is not None:  # the reference ordering, scored like a method (its own truth score is moot)
+                for metric in setup.metrics_for(options, dataset):
+                    if not setup.needs_object_truth.get(metric, False):
+                        plan.add(score_unit(options, setup, model, truth, metric, device))
     if train_baselines:
         plan_train(BASELINE_MODELS, options.datasets, options.seeds, size=options.size, root=root, config=config,
                    overrides=overrides, device=device, plan=plan)

@@ -19,8 +19,11 @@ import torch
 from xaibench import __version__
 from xaibench.engine.collect import Frames
 from xaibench.io import atomic_write_bytes, atomic_write_text
-from xaibench.tables import (DATASET_LABELS, METHOD_LABELS, cost_table, flat_markdown, localization_table,
-                             mean_curves, summary, table1, table2, wilcoxon_tests, write_table)
+from xaibench.engine.plan import REFERENCE
+from xaibench.tables import (DATASET_LABELS, METHOD_LABELS, PLAUSIBILITY_CAPTION, TRUTH_CAPTION, TRUTH_METRICS,
+                             confidence_intervals, cost_table, flat_markdown, gate_warnings, gates_table, kendall_notes,
+                             mean_curves, plausibility_table, sanity_table, summary, table1, table2, to_markdown,
+                             truth_table, wilcoxon_tests, write_table)
 
 
 def cpu_name() -> str:
@@ -66,29 +69,65 @@ def write_table1(out: Path, frames: Frames, config: dict[str, Any], device: torc
 
 
 def write_run_outputs(out: Path, frames: Frames, methods: list[str], datasets: list[str]) -> list[Path]:
-    """scores_long.csv, Table 2, localization, cost, Wilcoxon, summary and mean curves into `out`."""
+    """scores_long.csv, Table 2, plausibility, cost, Wilcoxon (per seed and pooled), summary, the bootstrap
+    intervals behind every cell (ci.csv) and mean curves into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     scores, costs, curves, unavailable = frames.scores, frames.costs, frames.curves, frames.unavailable or None
+    ci = confidence_intervals(scores)  # once, for every table: the bootstrap is the costly part
     files = [atomic_write_text(out / "scores_long.csv", scores.to_csv(index=False, float_format="%.9g"))]
-    files += write_table(table2(scores, methods, datasets, **_na(unavailable)), out, "table2",
-                         "SRG and R-SRG (x100, mean over test images; mean $\\pm$ std over seeds) of each method.")
-    if (scores["metric"] == "localization").any():
-        files += write_table(localization_table(scores, methods, datasets, **_na(unavailable)), out, "localization",
-                             "Localization AUROC (x100) of each method against the true lesion patches.")
+    warnings = gate_warnings(frames.gates)
+    shown = methods + ([REFERENCE] if (scores["method"] == REFERENCE).any() else [])
+    main = table2(scores, shown, datasets, **_na(unavailable), ci=ci)
+    files += write_table(main, out, "table2", "SRG and R-SRG (x100, mean over test images; mean $\\pm$ std over "
+                         "seeds) of each method." + _warned(warnings), notes=_notes(main, warnings))
+    files += write_truth_outputs(out, frames, methods, datasets, ci, warnings)
+    if (scores["metric"] == "plausibility").any():
+        files += write_table(plausibility_table(scores, methods, datasets, **_na(unavailable), ci=ci), out,
+                             "plausibility", PLAUSIBILITY_CAPTION)
     if len(costs):
         files += write_table(cost_table(costs, methods, datasets, **_na(unavailable)), out, "cost",
                              "Cost of each method: milliseconds and forward/backward passes per image.",
                              bold_best=False)
     if len(scores):
-        tests = wilcoxon_tests(scores, [m for m in ("srg", "rsrg", "localization") if m in set(scores["metric"])],
+        tests = wilcoxon_tests(scores, [m for m in ("srg", "rsrg", "plausibility") if m in set(scores["metric"])],
                                methods)
         files.append(atomic_write_text(out / "wilcoxon.csv", tests.to_csv(index=False, float_format="%.6g")))
         files.append(atomic_write_text(out / "wilcoxon.md", flat_markdown(tests)))
-        files.append(atomic_write_text(out / "summary.csv", summary(scores).to_csv(index=False,
-                                                                                    float_format="%.9g")))
+        files.append(atomic_write_text(out / "summary.csv", summary(scores, ci).to_csv(index=False,
+                                                                                        float_format="%.9g")))
+        files.append(atomic_write_text(out / "ci.csv", ci.to_csv(index=False, float_format="%.9g")))
     if len(curves):
         files.append(atomic_write_text(out / "curves.csv", mean_curves(curves).to_csv(index=False,
                                                                                        float_format="%.9g")))
+    return files
+
+
+def _warned(warnings: list[str]) -> str:
+    """A caption's tail naming the failed gates (the notes under the table give them in full)."""
+    return f" {len(warnings)} gate(s) of the model's truth fail: see the notes and gates.md." if warnings else ""
+
+
+def _notes(table: pd.DataFrame, warnings: list[str]) -> list[str]:
+    return list(table.attrs.get("notes", [])) + warnings
+
+
+def write_truth_outputs(out: Path, frames: Frames, methods: list[str], datasets: list[str], ci: pd.DataFrame,
+                        warnings: list[str]) -> list[Path]:
+    """truth.{csv,md,tex} (agreement with the model's exact object Shapley values, and Kendall's tau between the
+    rankings by SRG and by that agreement), gates.{csv,md} and sanity.{csv,md}; each only where it was measured."""
+    scores, unavailable, files = frames.scores, frames.unavailable or None, []
+    if scores["metric"].isin(TRUTH_METRICS).any():
+        table = truth_table(scores, methods, datasets, **_na(unavailable), ci=ci)
+        notes = _notes(table, kendall_notes(scores, methods) + warnings)
+        files += write_table(table, out, "truth", TRUTH_CAPTION + _warned(warnings), notes=notes)
+    if len(frames.gates):
+        gates = gates_table(frames.gates)
+        files.append(atomic_write_text(out / "gates.csv", gates.to_csv(index=False, float_format="%.6g")))
+        files.append(atomic_write_text(out / "gates.md", flat_markdown(gates)))
+    if len(frames.sanity):
+        files.append(atomic_write_text(out / "sanity.csv", frames.sanity.to_csv(index=False, float_format="%.6g")))
+        table = sanity_table(frames.sanity, methods)
+        files.append(atomic_write_text(out / "sanity.md", to_markdown(table, table.attrs["notes"])))
     return files
 
 
