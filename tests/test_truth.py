@@ -190,10 +190,28 @@ def test_rank_agreement_matches_scipy_per_image():
         assert math.isclose(float(rank[b]), spearmanr(mass[b], shapley[b]).statistic, abs_tol=1e-6)
 
 
+def manifest_units(out) -> list[str]:
+    return list(json.loads((out / "manifest.json").read_text())["units"])
+
+
+def test_permuted_labels_keep_the_test_split_and_change_the_key():
+    from xaibench.training import DataSpec
+
+    spec = DataSpec("objects", 28, None, {"n_samples": 40})
+    permuted = spec.permuted(0)
+    assert permuted.key() != spec.key()
+    train, shuffled = spec.load("train"), permuted.load("train")
+    assert torch.equal(train.images, shuffled.images) and not torch.equal(train.labels, shuffled.labels)
+    assert sorted(train.labels.tolist()) == sorted(shuffled.labels.tolist())
+    assert torch.equal(spec.load("test").labels, permuted.load("test").labels)
+    assert torch.equal(permuted.load("train").labels, shuffled.labels)  # seeded
+
+
 def test_a_tiny_run_writes_truth_gates_and_sanity(tmp_path, tiny_config):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny_config), "--datasets", "objects",
                "--methods", "ofa,grad,random", "--set", "data.objects.n_samples=48", "--set", "run.sanity_images=4",
+               "--set", "run.sanity_data=true",
                "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet", "--threads", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -211,7 +229,12 @@ def test_a_tiny_run_writes_truth_gates_and_sanity(tmp_path, tiny_config):
     sanity = pd.read_csv(out / "sanity.csv")
     random_rows = sanity[sanity["method"] == "random"]
     assert len(random_rows) and np.allclose(random_rows["spearman"], 1.0)  # its maps ignore the model
-    assert "FAIL" in (out / "sanity.md").read_text()
+    assert set(sanity["test"]) == {"model", "data"}
+    assert list(sanity.loc[sanity["test"] == "data", "stage"].unique()) == ["data randomization"]
+    markdown = (out / "sanity.md").read_text()
+    assert "FAIL" in markdown and "model verdict" in markdown and "data verdict" in markdown
+    assert "train objects/seed0/ofa" in manifest_units(out) and len(
+        [label for label in manifest_units(out) if label.startswith("train objects/seed0/ofa")]) == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert {row["gate"] for row in manifest["gates"]} == set(gates["gate"])
     scores = pd.read_csv(out / "scores_long.csv")

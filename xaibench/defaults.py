@@ -28,6 +28,7 @@ DEFAULT_RUN: dict[str, Any] = {
         # CUDA what half the free memory holds (at most 4096); an execution detail, not part of any cache key
         "n_figure_images": 6,  # test images in the attribution-map figure
         "sanity_images": 16,  # images of each method's cascading model-randomization check (0 = none)
+        "sanity_data": False,  # also the data randomization test: OFA trained again on permuted labels
         "figures": True,
         "method_options": {},  # e.g. {"captum.Lime": {"n_samples": 128}}
         "metric_options": {},  # e.g. {"rsrg": {"eps": 1e-6}}; laid over the options built from the keys above

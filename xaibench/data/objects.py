@@ -35,7 +35,8 @@ BLOCK = 2  # an object covers BLOCK x BLOCK patches
 BACKGROUND = 0.15  # the flat background, in [0, 1]
 BRIGHTNESS = (0.55, 1.0)  # an object's brightness is drawn from this range
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
-DEFAULT_SAMPLES = {"train": 2000, "val": 300, "test": 300}
+DATA_VERSION = 1  # bump when a change to this file changes the images: it is part of every checkpoint key
+DEFAULT_SAMPLES = {"train": 6000, "val": 300, "test": 300}
 
 
 def shape_stamp(shape: str, side: int) -> np.ndarray:
@@ -214,3 +215,6 @@ def objects(split: str = "train", size: int = 28, root=None, download: bool = Fa
     info = DatasetInfo(name="objects", task="binary-class", n_classes=2, in_chans=3 if as_rgb else 1, size=size,
                        class_names=("negative", "positive"))
     return ObjectDataset(scenes, info, split, patch, channels=3 if as_rgb else 1)
+
+
+objects.data_version = DATA_VERSION

@@ -284,7 +284,7 @@ class SanityKind(UnitKind):
             raise NotApplicable(reason)
         batch = ctx.test_batch(p["spec"], p["n_images"])
         targets = explanation_targets(model, batch.x, batch.labels, p["target"], len(batch.x))
-        state = deps[unit.deps[1]]["state"] if len(unit.deps) > 1 else None
+        state = deps[unit.deps[1]]["state"] if p.get("fitted") else None
 
         def make_explainer(network):
             explainer = create_method(p["method"], network, **p["options"])
@@ -293,9 +293,21 @@ class SanityKind(UnitKind):
             return explainer
 
         seed = derive_seed(p["seed"], p["dataset"], p["method"], "sanity")
-        result = cascading_randomization(
-            model, make_explainer, batch.x, targets,
-            lambda: torch.Generator(device=ctx.device).manual_seed(seed),
-            weight_generator=torch.Generator(device=ctx.device).manual_seed(derive_seed(p["seed"], "sanity-weights")))
+
+        def generator():
+            return torch.Generator(device=ctx.device).manual_seed(seed)
+
+        if p.get("test") == "data":  # the same method on the network trained on permuted labels
+            from xaibench.metrics.sanity import spearman_rows
+
+            original = make_explainer(model).explain(batch.x, targets, generator=generator()).attributions
+            permuted = deps[unit.deps[-1]].model
+            maps = make_explainer(permuted).explain(batch.x, targets, generator=generator()).attributions
+            result = {"stages": ["data randomization"], "spearman": spearman_rows(original, maps)[None],
+                      "spearman_abs": spearman_rows(original.abs(), maps.abs())[None]}
+        else:
+            result = cascading_randomization(
+                model, make_explainer, batch.x, targets, generator,
+                weight_generator=torch.Generator(device=ctx.device).manual_seed(derive_seed(p["seed"], "sanity-weights")))
         return {"stages": list(result["stages"]), "spearman": result["spearman"].float().cpu(),
                 "spearman_abs": result["spearman_abs"].float().cpu(), "seconds": time.perf_counter() - start}

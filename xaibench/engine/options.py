@@ -88,6 +88,7 @@ class RunOptions:
     metric_options: dict[str, dict[str, Any]]
     checkpoint: str | None  # a classifier's weights file: it is explained and scored as it is, not trained
     sanity_images: int  # images of the cascading randomization check per method (0 = no check)
+    sanity_data: bool  # also the data randomization test: the network trained again on permuted labels
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunOptions":
@@ -137,6 +138,8 @@ def _check_values(values: dict[str, Any]) -> None:
     for name in ("n_figure_images", "sanity_images"):
         if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 0:
             raise XaibenchError(f"run option {name} must be an integer >= 0, got {values[name]!r}")
+    if not isinstance(values["sanity_data"], bool):
+        raise XaibenchError(f"run option sanity_data must be true or false, got {values['sanity_data']!r}")
     if values["target"] not in TARGETS:
         raise XaibenchError(f"unknown target {values['target']!r}; valid: {', '.join(TARGETS)}")
     if not values["seeds"]:

@@ -135,6 +135,15 @@ def model_unit(options: RunOptions, spec: DataSpec, config: dict[str, Any], over
     return unit
 
 
+def permuted_unit(options: RunOptions, spec: DataSpec, config: dict[str, Any], overrides: dict[str, Any],
+                  seed: int) -> Unit:
+    """The evaluated network trained the same way on permuted training labels (data randomization test)."""
+    if options.checkpoint:
+        raise XaibenchError("sanity_data needs a network xaibench trains (with --checkpoint there is no recipe to "
+                            "train it again on permuted labels); set run.sanity_data = false")
+    return train_unit(options.model, spec.permuted(seed), train_config_for(options.model, config, overrides), seed)
+
+
 def fit_unit(setup: RunSetup, model: Unit, spec: DataSpec, seed: int, method: str, method_options: dict[str, Any],
              device: torch.device) -> Unit:
     """An amortized explainer (FittedExplainer) trained on the model and the training split."""
@@ -197,18 +206,23 @@ def truth_unit(options: RunOptions, setup: RunSetup, model: Unit, spec: DataSpec
 
 
 def sanity_unit(options: RunOptions, setup: RunSetup, model: Unit, explained: Unit, device: torch.device,
-                fitted: Unit | None = None) -> Unit:
-    """Cascading model-parameter randomization of one method (Adebayo et al. 2018) on sanity_images images."""
+                fitted: Unit | None = None, permuted: Unit | None = None) -> Unit:
+    """Adebayo et al. (2018)'s checks of one method on sanity_images images: the cascading model-parameter
+    randomization, or with `permuted` (a model trained on permuted labels) the data randomization test."""
     p = explained.params
+    test = "data" if permuted is not None else "model"
     n_images = min(options.sanity_images, p["n_test"])
     key = unit_key("sanity", {"model": model.key, "data": p["spec"].key(), "method": p["method"],
                               "options": p["options"], "code": setup.method_code[p["method"]], "n": n_images,
                               "target": options.target, "seed": p["seed"], "device": device.type,
-                              **({"fit": fitted.key} if fitted is not None else {})})
-    deps = (model.key,) if fitted is None else (model.key, fitted.key)
-    return Unit("sanity", f"sanity {p['dataset']}/seed{p['seed']}/{p['method']}", key, deps,
+                              **({"fit": fitted.key} if fitted is not None else {}),
+                              **({"permuted": permuted.key} if permuted is not None else {})})
+    deps = (model.key,) + ((fitted.key,) if fitted is not None else ()) + \
+        ((permuted.key,) if permuted is not None else ())
+    return Unit("sanity", f"sanity {p['dataset']}/seed{p['seed']}/{p['method']}/{test}", key, deps,
                 params={"dataset": p["dataset"], "spec": p["spec"], "seed": p["seed"], "method": p["method"],
-                        "options": p["options"], "n_images": n_images, "target": options.target})
+                        "options": p["options"], "n_images": n_images, "target": options.target, "test": test,
+                        "fitted": fitted is not None})
 
 
 def plan_run(options: RunOptions, *, config: dict[str, Any], overrides: dict[str, Any], root: str | None,
@@ -223,6 +237,8 @@ def plan_run(options: RunOptions, *, config: dict[str, Any], overrides: dict[str
             model = plan.add(model_unit(options, spec, config, overrides, seed))
             truth = plan.add(truth_unit(options, setup, model, spec, seed, device)) \
                 if setup.has_object_truth(dataset) else None
+            permuted = plan.add(permuted_unit(options, spec, config, overrides, seed)) \
+                if options.sanity_data and options.sanity_images > 0 else None
             for method in options.methods:
                 fitted = plan.add(fit_unit(setup, model, spec, seed, method, options.method_options.get(method, {}),
                                            device)) if is_fitted(method) else None
@@ -231,6 +247,8 @@ def plan_run(options: RunOptions, *, config: dict[str, Any], overrides: dict[str
                     plan.add(score_unit(options, setup, model, explained, metric, device, truth))
                 if options.sanity_images > 0:
                     plan.add(sanity_unit(options, setup, model, explained, device, fitted))
+                if permuted is not None:
+                    plan.add(sanity_unit(options, setup, model, explained, device, fitted, permuted))
             if truth is not None:  # the reference ordering, scored like a method (its own truth score is moot)
                 for metric in setup.metrics_for(options, dataset):
                     if not setup.needs_object_truth.get(metric, False):

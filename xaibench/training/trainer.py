@@ -32,7 +32,7 @@ from xaibench.io import atomic_sealed_save, cache_dir, sealed_load, stable_hash,
 from xaibench.training.checkpoints import (LEGACY_SUFFIX, SUFFIX, Checkpoint, DamagedCheckpointError,
                                            read_checkpoint, save_checkpoint)
 from xaibench.models import MaskedClassifier, create_model
-from xaibench.registry import MODELS
+from xaibench.registry import DATASETS, MODELS
 from xaibench.training.config import TrainConfig
 from xaibench.training.evaluation import autocast_for, classification_scores, predict_proba
 from xaibench.training.masks import BatchShard
@@ -51,6 +51,9 @@ CHECKPOINT_VERSION = 1
 DATA_OPTIONS = {"fill_value": lambda train: train.channel_mean()}
 
 
+PERMUTE_LABELS = "permute_labels"  # a DataSpec option that is no dataset's own: see DataSpec.load
+
+
 @dataclass
 class DataSpec:
     """Which data a model is trained on; part of the checkpoint key."""
@@ -61,10 +64,29 @@ class DataSpec:
     options: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic n_samples, n_classes, seed
 
     def load(self, split: str) -> ImageDataset:
-        return create_dataset(self.name, split, size=self.size, root=self.root, **self.options)
+        """The split; with the option `permute_labels` (a seed), the training and validation labels are permuted
+        by a generator of that seed (Adebayo et al.'s data randomization test), the test split kept as it is."""
+        options = dict(self.options)
+        permutation_seed = options.pop(PERMUTE_LABELS, None)
+        dataset = create_dataset(self.name, split, size=self.size, root=self.root, **options)
+        if permutation_seed is not None and split != "test":
+            generator = torch.Generator().manual_seed(int(permutation_seed) * 1000 + (split == "val"))
+            dataset.labels = dataset.labels[torch.randperm(len(dataset.labels), generator=generator)]
+        return dataset
 
-    def key(self) -> dict[str, Any]:  # the data root is where, not what: it stays out of the key
-        return {"name": self.name, "size": self.size, "options": self.options}
+    def permuted(self, seed: int) -> "DataSpec":
+        """The same data with the training and validation labels permuted (a different checkpoint key)."""
+        return DataSpec(self.name, self.size, self.root, {**self.options, PERMUTE_LABELS: seed})
+
+    def key(self) -> dict[str, Any]:
+        """What the data is: name, size, options, and the generator's `data_version` where an embedded dataset
+        declares one (a changed generator must not reuse old checkpoints). The data root is where, not what:
+        it stays out."""
+        key = {"name": self.name, "size": self.size, "options": self.options}
+        version = getattr(DATASETS.get(self.name), "data_version", None) if self.name in DATASETS else None
+        if version is not None:
+            key["data_version"] = version
+        return key
 
 
 @dataclass
