@@ -16,7 +16,7 @@ from xaibench.data.fixtures import fixture_arrays, write_fixture, write_fixtures
 from xaibench.data.medmnist_sets import UNVERIFIED_ENV, file_name
 from xaibench.engine import plan as engine_plan
 from xaibench.errors import DataFileError
-from xaibench.tables import DATASET_LABELS
+from xaibench.tables import DATASET_LABELS, without_ci
 
 from conftest import SHARED_DATA, VENDORED_DATA
 
@@ -123,7 +123,10 @@ def test_evaluation_batches_shrink_with_the_image_size_and_give_the_same_scores(
 
 
 def _finite(cell: str) -> bool:
-    return all(math.isfinite(float(part)) for part in str(cell).split(" ± "))
+    """'mean', 'mean ± std', either with its interval ' [low, high]': every number finite."""
+    parts = without_ci(cell).split(" ± ")
+    interval = str(cell)[len(without_ci(cell)):].strip(" []")
+    return all(math.isfinite(float(part)) for part in [*parts, *(interval.split(", ") if interval else [])])
 
 
 def _check_checkpoints(manifest: dict, cache, size: int) -> None:

@@ -1,4 +1,4 @@
-"""Bad input through the real CLI (issue 15, part 4): 73 cases.
+"""Bad input through the real CLI (issue 15, part 4): 75 cases.
 
 Each case runs `xaibench.cli.main` in-process and asserts: the exit code (2 for bad usage; 1 for a unit that
 fails or a write that fails, as the README's exit codes say), exactly one error line on stderr that names the
@@ -117,6 +117,8 @@ FLAG_CASES = {
     "--set without '='": (["--set", "steps"], ["'steps'", "key=value"]),
     "--set training value of the wrong type": (["--set", "steps=six"], ["steps", "'six'"]),
     "--set run value of the wrong type": (["--set", "run.n_test=eight"], ["n_test", "'eight'", ">= 1"]),
+    "negative sanity_images": (["--set", "run.sanity_images=-1"], ["sanity_images", "-1", ">= 0"]),
+    "sanity_images that is not a count": (["--set", "run.sanity_images=true"], ["sanity_images", "True", ">= 0"]),
     "--model to wrap without --checkpoint": (["--model", "torchvision:resnet18"], ["torchvision:resnet18",
                                                                                   "--checkpoint"]),
     "--checkpoint that does not exist": (["--model", "torchvision:resnet18", "--checkpoint", "/no/such.pt"],

@@ -12,7 +12,9 @@ from xaibench.cli import main
 from xaibench.engine import (UNIT_KINDS, Context, Outcome, RunFailedError, RunOptions, Unit, UnitKind, collect,
                              execute, plan_run, register_kind, run_config, write_run_outputs)
 
-TINY = {"run": {"n_test": 6, "steps": 3, "batch_size": 4, "n_figure_images": 2},
+# the synthetic lesion set without the sanity check (the defaults are the objects set and 16 sanity images)
+TINY = {"run": {"datasets": ["synthetic"], "sanity_images": 0, "n_test": 6, "steps": 3, "batch_size": 4,
+                "n_figure_images": 2},
         "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "warmup_steps": 1, "init_steps": 2, "n_masks": 2,
                   "model_options": {"depth": 1, "embed_dim": 32, "num_heads": 2}},
         "data": {"synthetic": {"n_samples": 48}}}
@@ -28,7 +30,7 @@ def tiny_plan(flags=None, overrides=None, **kw):
 def test_plan_lists_every_unit_with_keys_chained_through_dependencies():
     options, plan = tiny_plan({"seeds": [0, 1]})
     assert [u.kind for u in plan[:5]] == ["train", "explain", "score", "score", "score"]
-    assert len(plan) == 2 * (1 + 3 * (1 + 3))  # per seed: train, 3 methods x (explain + srg, rsrg, localization)
+    assert len(plan) == 2 * (1 + 3 * (1 + 3))  # per seed: train, 3 methods x (explain + srg, rsrg, plausibility)
     assert len({u.key for u in plan}) == len(plan)
     by_key = {u.key: u for u in plan}
     for unit in plan:  # every dependency is planned before the unit
@@ -40,10 +42,27 @@ def test_plan_lists_every_unit_with_keys_chained_through_dependencies():
     _, other = tiny_plan({"seeds": [0, 1]}, {"run.method_options": {"grad": {"absolute": True}}})
     changed = {u.label for u, v in zip(plan, other) if u.key != v.key}
     assert changed == {"explain synthetic/seed0/grad", "explain synthetic/seed1/grad",
-                       *(f"score synthetic/seed{s}/grad/{m}" for s in (0, 1) for m in ("srg", "rsrg", "localization"))}
+                       *(f"score synthetic/seed{s}/grad/{m}" for s in (0, 1) for m in ("srg", "rsrg", "plausibility"))}
     # a training option changes everything downstream of the training
     _, retrained = tiny_plan({"seeds": [0, 1]}, {"lr": 1e-3})
     assert all(u.key != v.key for u, v in zip(plan, retrained))
+
+
+def test_the_objects_plan_adds_a_truth_unit_reference_scores_and_a_sanity_unit_per_method():
+    options, plan = tiny_plan({"datasets": ["objects"], "sanity_images": 2})
+    by_key = {u.key: u for u in plan}
+    assert [u.kind for u in plan[:8]] == ["train", "truth", "explain", "score", "score", "score", "score", "sanity"]
+    # per seed: train, truth, 3 methods x (explain + srg, rsrg, plausibility, truth + sanity), reference x 3 scores
+    assert len(plan) == 1 + 1 + 3 * (1 + 4 + 1) + 3 and len({u.key for u in plan}) == len(plan)
+    truth = next(u for u in plan if u.kind == "truth")
+    assert truth.label == "truth objects/seed0" and by_key[truth.deps[0]].kind == "train"
+    grad_truth = next(u for u in plan if u.label == "score objects/seed0/grad/truth")
+    assert truth.key in grad_truth.deps  # the truth metric reads the model's exact object Shapley values
+    assert [u.label for u in plan if u.params.get("method") == "reference" and u.kind == "score"] == \
+        [f"score objects/seed0/reference/{m}" for m in ("srg", "rsrg", "plausibility")]  # no truth of the truth
+    assert [u.params["n_images"] for u in plan if u.kind == "sanity"] == [2, 2, 2]
+    _, without = tiny_plan({"datasets": ["objects"], "sanity_images": 0})
+    assert [u.label for u in without] == [u.label for u in plan if u.kind != "sanity"]
 
 
 def test_baselines_join_the_plan_and_the_shared_training_is_planned_once(monkeypatch):
@@ -137,14 +156,16 @@ def test_collect_and_report_turn_outcomes_into_tables_without_a_model(tmp_path):
         if unit.deps and unit.deps[-1] == explain_attn.key:
             outcomes[unit.key] = Outcome(unit, "n/a", error="attn needs a ViT-family model")
     frames = collect(plan, outcomes, ctx, n_figure_images=2)
-    assert len(frames.scores) == 2 * 3 * options.n_test  # ofa and grad, srg/rsrg/localization per image
+    assert len(frames.scores) == 2 * 3 * options.n_test  # ofa and grad, srg/rsrg/plausibility per image
     assert set(frames.scores["method"]) == {"ofa", "grad"}
     assert frames.unavailable == {("synthetic", "attn"): "attn needs a ViT-family model"}
     assert frames.figure_data["synthetic"]["maps"]["ofa"].shape == (2, 16, 16)
     files = write_run_outputs(tmp_path / "out", frames, options.methods, options.datasets)
     table = pd.read_csv(tmp_path / "out" / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
-    assert table.loc["OFA", ("Synthetic", "SRG")] == "42.50" and table.loc["Attn"].tolist() == ["n/a", "n/a"]
-    assert {Path(f).name for f in files} >= {"table2.csv", "table2.tex", "scores_long.csv", "summary.csv"}
+    # mean of 40..45 and its bootstrap interval over the 6 images (a seeded resampling: the same every run)
+    assert table.loc["OFA", ("Synthetic", "SRG")] == "42.50 [41.17, 43.83]"
+    assert table.loc["Attn"].tolist() == ["n/a", "n/a"]
+    assert {Path(f).name for f in files} >= {"table2.csv", "table2.tex", "scores_long.csv", "summary.csv", "ci.csv"}
     assert frames.checkpoints == {"synthetic/seed0": {"file": "ofa-synthetic.pt", "val_acc": 0.5, "best_step": 2}}
 
 

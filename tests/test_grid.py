@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from test_run import TINY_RUN  # noqa: E402
 
-RESULTS = ("table2.csv", "scores_long.csv", "curves.csv", "wilcoxon.csv")
+RESULTS = ("table2.csv", "scores_long.csv", "curves.csv", "wilcoxon.csv", "ci.csv")
 
 BOOM_PLUGIN = '''
 from xaibench.methods import Explainer
@@ -100,7 +100,7 @@ def test_a_failing_unit_in_a_worker_skips_its_dependents(tmp_path, tiny_config, 
     assert [f["unit"] for f in manifest["failures"]] == ["explain synthetic/seed0/test.boom"]
     assert "RuntimeError: boom" in manifest["failures"][0]["error"]
     assert sorted(manifest["skipped"]) == sorted(f"score synthetic/seed0/test.boom/{m}"
-                                                 for m in ("srg", "rsrg", "localization"))
+                                                 for m in ("srg", "rsrg", "plausibility"))
     assert "OFA" in (tmp_path / "o" / "table2.md").read_text()
 
 

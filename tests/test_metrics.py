@@ -1,4 +1,4 @@
-"""SRG, R-SRG, insertion/deletion and localization against plain loops, known answers and sklearn."""
+"""SRG, R-SRG, insertion/deletion and plausibility against plain loops, known answers and sklearn."""
 from __future__ import annotations
 
 import pytest
@@ -9,8 +9,8 @@ import copy
 import inspect
 
 from xaibench.metrics import (RSRG, SRG, CurveResult, Deletion, Insertion, MetricOutput, MetricResult, RSRGResult,
-                              SRGResult, create_metric, deletion, insertion, localization_auroc, resolve_steps, rsrg,
-                              score_higher_is_better, srg)
+                              SRGResult, create_metric, deletion, insertion, localization_auroc,
+                              plausibility_auroc, resolve_steps, rsrg, score_higher_is_better, srg)
 from xaibench.registry import list_metrics
 from xaibench.sampling import minmax, weighted_order
 
@@ -216,24 +216,26 @@ def test_steps_are_checked():
             resolve_steps(bad, 16)
 
 
-def test_localization_auroc_matches_sklearn():
+def test_plausibility_auroc_matches_sklearn():
     metrics = pytest.importorskip("sklearn.metrics")
     g = torch.Generator().manual_seed(13)
     attributions = torch.cat([torch.randn(3, 20, generator=g),
                               torch.randint(0, 3, (3, 20), generator=g).float()])  # rows 3..5 have ties
     truth = torch.rand(6, 20, generator=g) < 0.3
     truth[:, 0], truth[:, 1] = True, False
-    auroc = localization_auroc(attributions, truth)
+    assert localization_auroc is plausibility_auroc  # the former name stays importable
+    auroc = plausibility_auroc(attributions, truth)
     for b in range(6):
         expected = metrics.roc_auc_score(truth[b].numpy(), attributions[b].numpy())
         assert abs(float(auroc[b]) - expected) < 1e-6
-    one_class = localization_auroc(attributions[:2], torch.stack([torch.ones(20, dtype=torch.bool),
+    one_class = plausibility_auroc(attributions[:2], torch.stack([torch.ones(20, dtype=torch.bool),
                                                                   torch.zeros(20, dtype=torch.bool)]))
     assert torch.isnan(one_class).all()
 
 
 def test_registered_metrics_accumulate_per_image_scores():
-    assert {"srg", "rsrg", "insertion", "deletion", "localization"} <= set(list_metrics())
+    assert {"srg", "rsrg", "insertion", "deletion", "plausibility"} <= set(list_metrics())
+    assert "localization" not in list_metrics()  # a deprecated alias, not a metric of its own
     model = PatchMLP(seed=14)
     inputs, attributions, targets = make_batch(6, seed=15)
     metric = create_metric("srg", steps=5, batch_size=16)
@@ -252,15 +254,15 @@ def test_registered_metrics_accumulate_per_image_scores():
     assert set(rsrg_metric(model.forward_fn, inputs, attributions, targets).scores) == {"rsrg"}
     assert create_metric("deletion").higher_is_better is False
 
-    localization = create_metric("localization")
-    assert localization.needs_ground_truth
-    with pytest.raises(ValueError):
-        localization(None, inputs, attributions, targets)
+    plausibility = create_metric("plausibility")
+    assert plausibility.needs_ground_truth
+    with pytest.raises(ValueError, match="'plausibility' needs a ground-truth patch mask"):
+        plausibility(None, inputs, attributions, targets)
     truth = attributions > 0.5
     truth[0] = True  # one-class image: NaN, left out of the mean
-    out = localization(None, inputs, attributions, targets, ground_truth=truth)
-    assert torch.isnan(out.scores["localization"][0]) and (out.scores["localization"][1:] == 1).all()
-    assert localization.compute()["localization"] == 1
+    out = plausibility(None, inputs, attributions, targets, ground_truth=truth)
+    assert torch.isnan(out.scores["plausibility"][0]) and (out.scores["plausibility"][1:] == 1).all()
+    assert plausibility.compute()["plausibility"] == 1
 
 
 @pytest.mark.parametrize("cls, function", [(SRG, srg), (RSRG, rsrg), (Insertion, insertion), (Deletion, deletion)])
@@ -299,7 +301,7 @@ def test_class_and_function_give_the_same_result_of_one_type():
 
 def test_each_score_says_which_way_is_better():
     assert score_higher_is_better("deletion") is False  # the tables bold its lowest cell
-    for score in ("srg", "mrg", "lrg", "insertion", "rsrg", "localization"):
+    for score in ("srg", "mrg", "lrg", "insertion", "rsrg", "plausibility"):
         assert score_higher_is_better(score) is True
     assert SRG.is_higher_better("deletion") is False and Deletion.is_higher_better("deletion") is False
     with pytest.raises(ValueError, match="no registered metric gives the score 'speed'; scores: deletion"):

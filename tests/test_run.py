@@ -15,12 +15,14 @@ from xaibench.engine import plan as engine_plan
 from xaibench.cli import main
 from xaibench.errors import XaibenchError
 from xaibench.runner import RunOptions, run_config
-from xaibench.tables import localization_table, table2, to_latex, wilcoxon_tests
+from xaibench.tables import plausibility_table, table2, to_latex, wilcoxon_tests, without_ci
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_RUN = """
 [run]
+datasets = ["synthetic"]
+sanity_images = 0
 n_test = 8
 steps = 5
 batch_size = 8
@@ -70,7 +72,7 @@ def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, ca
     printed = capsys.readouterr().out
     assert "| OFA |" in printed and "Synthetic SRG" in printed
 
-    for stem in ("table2", "localization", "cost", "table1"):
+    for stem in ("table2", "plausibility", "cost", "table1"):
         for suffix in ("csv", "tex", "md"):
             assert (out / f"{stem}.{suffix}").stat().st_size > 0, f"{stem}.{suffix}"
     for name in ("maps_synthetic", "curves"):
@@ -80,19 +82,27 @@ def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, ca
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0)
     assert list(table.index) == ["OFA", "Grad", "Attn"]
     assert list(table.columns) == [("Synthetic", "SRG"), ("Synthetic", "R-SRG")]
-    assert all(" ± " in cell for cell in table.to_numpy().ravel())  # two seeds: mean ± std
-    assert "\\toprule" in (out / "table2.tex").read_text() and "$\\pm$" in (out / "table2.tex").read_text()
+    # two seeds: mean ± std, then the bootstrap interval over images
+    assert all(re.fullmatch(r"-?\d+\.\d\d ± \d+\.\d\d \[-?\d+\.\d\d, -?\d+\.\d\d\]", cell)
+               for cell in table.to_numpy().ravel())
+    latex = (out / "table2.tex").read_text()
+    assert "\\toprule" in latex and "$\\pm$" in latex and "[" not in latex.split("\\midrule")[1]  # no intervals
+    ci = pd.read_csv(out / "ci.csv")
+    assert set(ci["seed"].astype(str)) == {"0", "1", "all"} and (ci["ci_low"] <= ci["ci_high"]).all()
 
     scores = pd.read_csv(out / "scores_long.csv")
     assert list(scores.columns) == ["dataset", "seed", "method", "image", "label", "target", "metric", "value"]
-    # one row per dataset, method, seed, image, score: srg (srg mrg lrg insertion deletion) + rsrg + localization
+    # one row per dataset, method, seed, image, score: srg (srg mrg lrg insertion deletion) + rsrg + plausibility
     assert len(scores) == 1 * 3 * 2 * 8 * 7
-    assert set(scores["metric"]) == {"srg", "mrg", "lrg", "insertion", "deletion", "rsrg", "localization"}
+    assert set(scores["metric"]) == {"srg", "mrg", "lrg", "insertion", "deletion", "rsrg", "plausibility"}
     assert (scores["label"] == scores["target"]).all()  # the ground-truth class by default
 
     tests = pd.read_csv(out / "wilcoxon.csv")
     assert set(zip(tests["method_a"], tests["method_b"])) == {("ofa", "grad"), ("ofa", "attn"), ("grad", "attn")}
-    assert (tests["n"] == 16).all() and tests["p_value"].between(0, 1).all()
+    pooled = tests["seed"].astype(str) == "all"  # per seed: the 8 images; pooled: 2 seeds x 8 images
+    assert set(tests["seed"].astype(str)) == {"0", "1", "all"}
+    assert (tests.loc[pooled, "n"] == 16).all() and (tests.loc[~pooled, "n"] == 8).all()
+    assert tests["p_value"].between(0, 1).all()
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["options"]["seeds"] == [0, 1] and manifest["options"]["n_test"] == 8
@@ -100,13 +110,13 @@ def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, ca
     # per seed: train ofa, 3 explain, 3 x 4 score; Table 1: train segm and evaluate segm, ofa (ofa's training
     # is the run's own, planned once)
     assert manifest["n_units"] == 2 * (1 + 3 * 4) + 2 * (1 + 2) and manifest["failures"] == []
-    assert "score synthetic/seed1/attn/localization" in manifest["units"]
+    assert "score synthetic/seed1/attn/plausibility" in manifest["units"]
     assert {"git_commit", "torch", "timm", "config", "timings_s"} <= set(manifest)
 
     # the same seed in a folder that shares nothing but the config: the same CSVs, byte for byte
     again = tmp_path / "again"
     assert run_cli(tiny_config, again, tmp_path / "cache-again", "--seeds", "0,1", "--no-figures") == 0
-    for name in ("table2.csv", "scores_long.csv", "localization.csv", "wilcoxon.csv", "summary.csv"):
+    for name in ("table2.csv", "scores_long.csv", "plausibility.csv", "wilcoxon.csv", "summary.csv", "ci.csv"):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
     assert not (again / "figures").exists()
 
@@ -205,7 +215,8 @@ def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, t
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
     assert list(table.index) == ["OFA", "test.nan", "Grad"]
     assert table.loc["test.nan"].tolist() == ["n/a", "n/a"]
-    assert all(float(cell) == float(cell) for cell in table.loc[["OFA", "Grad"]].to_numpy().ravel())
+    assert all(float(without_ci(cell)) == float(without_ci(cell))
+               for cell in table.loc[["OFA", "Grad"]].to_numpy().ravel())
     manifest = json.loads((out / "manifest.json").read_text())
     assert [f["unit"] for f in manifest["failures"]] == ["explain synthetic/seed0/test.nan"]
 
@@ -213,15 +224,15 @@ def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, t
 def test_predicted_target_and_metric_choice(tmp_path, tiny_config, capsys):
     out = tmp_path / "out"
     assert run_cli(tiny_config, out, tmp_path / "cache", "--methods", "ofa", "--no-figures") == 0
-    assert (out / "localization.csv").exists()
+    assert (out / "plausibility.csv").exists()
     (out / "notes.txt").write_text("mine")
-    # the rerun into the same folder drops what it no longer writes (localization), and only that
+    # the rerun into the same folder drops what it no longer writes (plausibility), and only that
     assert run_cli(tiny_config, out, tmp_path / "cache", "--target", "predicted", "--methods", "ofa",
                    "--set", 'run.metrics=["srg"]', "--no-figures") == 0
     scores = pd.read_csv(out / "scores_long.csv")
     assert set(scores["metric"]) == {"srg", "mrg", "lrg", "insertion", "deletion"}
     assert (scores["target"] != scores["label"]).any()  # a 6-step network is often wrong: its own class is explained
-    assert not (out / "localization.csv").exists() and not (out / "localization.tex").exists()
+    assert not (out / "plausibility.csv").exists() and not (out / "plausibility.tex").exists()
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "manifest.json").read_text())["options"]["target"] == "predicted"
 
@@ -242,7 +253,7 @@ def _long_frame() -> pd.DataFrame:
                                  "metric": metric, "value": value})
                 if dataset == "d1":
                     rows.append({"dataset": dataset, "seed": seed, "method": method, "image": image,
-                                 "metric": "localization", "value": np.nan if image == 0 else 0.5 + mean})
+                                 "metric": "plausibility", "value": np.nan if image == 0 else 0.5 + mean})
     return pd.DataFrame(rows)
 
 
@@ -250,29 +261,34 @@ def test_table2_layout_bold_best_and_spread():
     scores = _long_frame()
     table = table2(scores, methods=["a", "b", "c"], datasets=["d1", "d2"])
     assert list(table.columns) == [("d1", "SRG"), ("d1", "R-SRG"), ("d2", "SRG"), ("d2", "R-SRG")]
-    assert table.loc["a", ("d1", "SRG")] == f"32.00 ± {np.std([30, 34], ddof=1):.2f}"  # mean ± std of seed means
-    assert table.loc["b", ("d1", "R-SRG")] == f"5.50 ± {np.std([5, 6], ddof=1):.2f}"
-    assert table.loc["c", ("d1", "SRG")] == "0.00 ± 0.00"  # never '-0.00'
+    # mean ± std of seed means, then the bootstrap interval over images (seeded: the same every run)
+    assert table.loc["a", ("d1", "SRG")] == f"32.00 ± {np.std([30, 34], ddof=1):.2f} [30.87, 33.13]"
+    assert without_ci(table.loc["b", ("d1", "R-SRG")]) == f"5.50 ± {np.std([5, 6], ddof=1):.2f}"
+    assert table.loc["c", ("d1", "SRG")] == "0.00 ± 0.00 [-1.12, 1.13]"  # never '-0.00'
     assert table.loc["b", ("d2", "SRG")] == "n/a"
     latex = to_latex(table, "caption", "tab:t2")
     assert latex.count("\\textbf{") == 4  # one best per column, 'a' everywhere
     assert "a & \\textbf{32.00 $\\pm$ 2.83}" in latex and "n/a" in latex
     single = table2(scores[scores["seed"] == 0], methods=["a", "b", "c"])
-    assert single.loc["a", ("d1", "SRG")] == "30.00"  # one seed: no spread
+    assert single.loc["a", ("d1", "SRG")] == "30.00 [28.50, 31.50]"  # one seed: no spread
 
-    localization = localization_table(scores, methods=["a", "b", "c"], datasets=["d1", "d2"])
-    assert list(localization.columns) == [("d1", "Loc")]  # only where ground truth exists
-    assert localization.loc["a", ("d1", "Loc")] == "82.00 ± 2.83"  # NaN image left out
+    plausibility = plausibility_table(scores, methods=["a", "b", "c"], datasets=["d1", "d2"])
+    assert list(plausibility.columns) == [("d1", "Plaus")]  # only where ground truth exists
+    # NaN image left out; every image of a seed scores the same, so resampling images moves nothing
+    assert plausibility.loc["a", ("d1", "Plaus")] == "82.00 ± 2.83 [82.00, 82.00]"
 
 
 def test_wilcoxon_pairs_images_and_adjusts():
     tests = wilcoxon_tests(_long_frame(), metrics=("srg",), methods=["a", "b", "c"])
-    d1 = tests[tests["dataset"] == "d1"].set_index(["method_a", "method_b"])
+    assert list(tests[tests["dataset"] == "d1"]["seed"]) == [0, 0, 0, 1, 1, 1, "all", "all", "all"]
+    per_seed = tests[(tests["dataset"] == "d1") & (tests["seed"] == 0)]
+    assert (per_seed["n"] == 4).all()  # one seed: paired by image
+    d1 = tests[(tests["dataset"] == "d1") & (tests["seed"] == "all")].set_index(["method_a", "method_b"])
     assert list(d1.index) == [("a", "b"), ("a", "c"), ("b", "c")]
-    assert (d1["n"] == 8).all()  # paired by (seed, image)
+    assert (d1["n"] == 8).all()  # pooled: paired by (seed, image)
     assert d1.loc[("a", "b"), "mean_diff_x100"] == pytest.approx(21.0)
     assert d1.loc[("a", "b"), "p_value"] < 0.01 and (d1["p_holm"] >= d1["p_value"]).all()
-    d2 = tests[tests["dataset"] == "d2"]
+    d2 = tests[(tests["dataset"] == "d2") & (tests["seed"] == "all")]
     assert list(zip(d2["method_a"], d2["method_b"])) == [("a", "c")]  # 'b' has no d2 scores
 
 
@@ -287,7 +303,7 @@ def test_run_config_layers():
     options = RunOptions.from_dict({**config["run"], "steps": "all", "seeds": "3,1"})
     assert options.steps is None and options.seeds == [3, 1]
     assert options.metric_options_for("rsrg") == {"steps": None, "batch_size": "auto", "n_draws": 3}
-    assert options.metric_options_for("localization") == {}
+    assert options.metric_options_for("plausibility") == {}
     with pytest.raises(XaibenchError, match="n_test must be an integer >= 1"):
         RunOptions.from_dict({**config["run"], "n_test": 0})
 
@@ -359,13 +375,13 @@ def test_a_plugin_model_trains_and_is_explained_with_no_engine_edit(tmp_path, ti
     plugin = tmp_path / "patchnet.py"
     plugin.write_text(PLUGIN_MODEL)
     cache, train_out = tmp_path / "cache", tmp_path / "train"
-    assert main(["train", "--models", "test.patchnet", "--plugins", str(plugin), "--config", str(tiny_config),
-                 "--size", "16", "--set", "model_options={\"width\": 4}", "--out", str(train_out),
-                 "--cache", str(cache), "--quiet"]) == 0
+    assert main(["train", "--models", "test.patchnet", "--datasets", "synthetic", "--plugins", str(plugin),
+                 "--config", str(tiny_config), "--size", "16", "--set", "model_options={\"width\": 4}",
+                 "--out", str(train_out), "--cache", str(cache), "--quiet"]) == 0
     assert "test.patchnet" in (train_out / "table1.csv").read_text()
-    assert main(["train", "--models", "test.patchnet", "--plugins", str(plugin), "--config", str(tiny_config),
-                 "--size", "16", "--set", "model_options={\"width\": 4}", "--out", str(train_out),
-                 "--cache", str(cache), "--dry-run"]) == 0
+    assert main(["train", "--models", "test.patchnet", "--datasets", "synthetic", "--plugins", str(plugin),
+                 "--config", str(tiny_config), "--size", "16", "--set", "model_options={\"width\": 4}",
+                 "--out", str(train_out), "--cache", str(cache), "--dry-run"]) == 0
     assert "cached  train synthetic/seed0/test.patchnet" in capsys.readouterr().out
     out = tmp_path / "run"
     assert main(["run", "--model", "test.patchnet", "--methods", "grad,random,attn", "--plugins", str(plugin),
@@ -374,7 +390,8 @@ def test_a_plugin_model_trains_and_is_explained_with_no_engine_edit(tmp_path, ti
     assert "train synthetic/seed0/test.patchnet: cached" in capsys.readouterr().out
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
     assert table.loc["Attn"].tolist() == ["n/a", "n/a"]  # attention maps need a ViT: n/a, not a failure
-    assert all(float(cell) == float(cell) for cell in table.loc[["Grad", "Random"]].to_numpy().ravel())
+    assert all(float(without_ci(cell)) == float(without_ci(cell))
+               for cell in table.loc[["Grad", "Random"]].to_numpy().ravel())
     assert "n/a" in (out / "table2.md").read_text() and "ViT" in (out / "table2.md").read_text()
 
 
@@ -392,7 +409,7 @@ def test_a_users_torchvision_classifier_is_scored_from_its_checkpoint_without_tr
     assert not (cache / "checkpoints").exists()  # nothing was trained
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
     assert table.loc["Attn"].tolist() == ["n/a", "n/a"]
-    float(table.loc["Grad", ("Synthetic", "SRG")])
+    float(without_ci(table.loc["Grad", ("Synthetic", "SRG")]))
     from safetensors import safe_open
 
     with safe_open(str(out / "attributions" / "synthetic_seed0_grad.safetensors"), "pt") as saved:

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from test_run import TINY_RUN  # noqa: E402
 
-TABLES = ("table2.csv", "scores_long.csv", "curves.csv", "wilcoxon.csv", "localization.csv")
+TABLES = ("table2.csv", "scores_long.csv", "curves.csv", "wilcoxon.csv", "plausibility.csv", "ci.csv")
 
 
 def _run(config: Path, out: Path, cache: Path, *extra: str) -> int:
