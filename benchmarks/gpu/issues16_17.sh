@@ -108,6 +108,15 @@ step s1_metrics_vitb 80 $PY "${BM[@]}" "${VITB[@]}" "${BIG[@]}"
 step s1_training_196 30 $PY "${BT[@]}" --img-size 56 --patch-size 4 "${TRAIN_SMALL[@]}"
 step s1_training_vitb 45 $PY "${BT[@]}" "${VITB[@]}" "${TRAIN_BIG[@]}"
 
+# ---- issue 14's recipe sweep on the objects set (benchmarks/gpu/objects_sweep.py), beside stages 2 and 3 (their
+# timings are not the point); not in DRY mode (full trainings)
+SWEEP=
+if [[ $DRY != 1 ]]; then
+    step s4_objects_sweep 240 $PY benchmarks/gpu/objects_sweep.py --device "$DEVICE" --seeds 0,1,2 --jobs 6 \
+        --out "$WORK/sweep.md" &
+    SWEEP=$!
+fi
+
 # ---- 2. issue 16, validity: both maskings, 4 runs side by side (loky, one thread per unit)
 if [[ $DRY == 1 ]]; then
     SHRINK=(--set steps=10 --set init_steps=5 --set eval_every=5 --set data.synthetic.n_samples=200 --n-test 4
@@ -116,7 +125,8 @@ if [[ $DRY == 1 ]]; then
 else
     SHRINK=() JOBS_SYN=3 JOBS_MED=2
 fi
-XB=($PY -m xaibench.cli run --device "$DEVICE" --no-figures --quiet --data-root "$DATA" --cache "$CACHE")
+XB=($PY -m xaibench.cli run --device "$DEVICE" --no-figures --quiet --data-root "$DATA" --cache "$CACHE"
+    --set run.sanity_images=0)
 DROP=(--set 'model_options={"masking":"drop"}')
 S2=$SECONDS
 step s2_token_synthetic 150 "${XB[@]}" --datasets synthetic --seeds 0,1,2 --out "$RUNS/token-synthetic" \
@@ -159,6 +169,7 @@ SETS=(--datasets synthetic,breastmnist,pneumoniamnist --seeds 0 --keep-going --s
 step s3_methods_fast 110 "${XB[@]}" "${SETS[@]}" --methods "$FAST" --out "$RUNS/methods-fast" "${M_ARGS[@]}" "${SHRINK[@]}"
 step s3_methods_slow 90 "${XB[@]}" "${SETS[@]}" --methods "$SLOW" --out "$RUNS/methods-slow" "${M_ARGS[@]}" "${SHRINK[@]}"
 wait $VALIDITY
+[[ -n $SWEEP ]] && wait $SWEEP
 
 # ---- 4. tables and packing (every step's output is kept, also a failed one's)
 METHOD_RUNS=()
@@ -189,6 +200,7 @@ section() {  # section TITLE LOG: a log's text under a heading (its tables are M
     section "1. bench_training, ViT-B/16 224 px" "$LOGS/s1_training_vitb.log"
     printf '\n## 2. Masking validity (experiments/masking_validity.py)\n\n'; cat "$OUT/masking_validity.md"
     printf '\n## 3. Every method (experiments/methods_table.py)\n\n'; cat "$OUT/methods_table.md"
+    printf '\n## 4. Objects recipe sweep (issue 14)\n\n'; cat "$WORK/sweep.md" 2>/dev/null || echo "(not run)"
 } > "$OUT/summary.md"
 cp "$TIMES" "$WORK/env.txt" "$LOGS/"
 tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs
