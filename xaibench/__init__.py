@@ -2,4 +2,4 @@
 
 data -> models -> training -> methods (explanations) -> metrics (scores) -> tables.
 """
-__version__ = "0.3.0"
+__version__ = "0.4.0"
