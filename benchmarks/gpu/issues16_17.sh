@@ -19,6 +19,7 @@
 set -u
 OUT=${1:-/tmp/xaibench-16-17}
 DRY=${DRY:-0}
+STAGES=${STAGES:-123}  # which of the stages 1 (speed), 2 (validity), 3 (every method) run; the sweep: SWEEP=1
 T0=$SECONDS
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -102,19 +103,19 @@ else
 fi
 BM=(benchmarks/bench_metrics.py --device "$DEVICE" --masking token,drop --models vit,ofa)
 BT=(benchmarks/bench_training.py --device "$DEVICE" --maskings token,drop --n-masks 8)
+if [[ $STAGES == *1* ]]; then
 step s1_metrics_196 45 $PY "${BM[@]}" --img-size 56 --patch-size 4 "${SMALL[@]}"
 step s1_metrics_49 30 $PY "${BM[@]}" --img-size 28 "${SMALL49[@]}"
 step s1_metrics_vitb 80 $PY "${BM[@]}" "${VITB[@]}" "${BIG[@]}"
 step s1_training_196 30 $PY "${BT[@]}" --img-size 56 --patch-size 4 "${TRAIN_SMALL[@]}"
 step s1_training_vitb 45 $PY "${BT[@]}" "${VITB[@]}" "${TRAIN_BIG[@]}"
+fi
 
 # ---- issue 14's recipe sweep on the objects set (benchmarks/gpu/objects_sweep.py), beside stages 2 and 3 (their
 # timings are not the point); not in DRY mode (full trainings)
-SWEEP=
-if [[ $DRY != 1 ]]; then
+if [[ $DRY != 1 && ${SWEEP:-1} == 1 ]]; then
     step s4_objects_sweep 240 $PY benchmarks/gpu/objects_sweep.py --device "$DEVICE" --seeds 0,1,2 --jobs 6 \
         --out "$WORK/sweep.md" &
-    SWEEP=$!
 fi
 
 # ---- 2. issue 16, validity: both maskings, 4 runs side by side (loky, one thread per unit)
@@ -129,6 +130,7 @@ XB=($PY -m xaibench.cli run --device "$DEVICE" --no-figures --quiet --data-root 
     --set run.sanity_images=0)
 DROP=(--set 'model_options={"masking":"drop"}')
 S2=$SECONDS
+if [[ $STAGES == *2* ]]; then
 step s2_token_synthetic 150 "${XB[@]}" --datasets synthetic --seeds 0,1,2 --out "$RUNS/token-synthetic" \
     --backend loky --jobs $JOBS_SYN --threads 1 "${SHRINK[@]}" &
 step s2_token_medmnist 150 "${XB[@]}" --datasets breastmnist,pneumoniamnist --seeds 0 --out "$RUNS/token-medmnist" \
@@ -144,6 +146,9 @@ OMP_NUM_THREADS=$CPU_THREADS step s2_masking_validity 60 $PY experiments/masking
     --runs "token=$RUNS/token-synthetic,$RUNS/token-medmnist" "drop=$RUNS/drop-synthetic,$RUNS/drop-medmnist" \
     --cache "$CACHE" --data-root "$DATA" &
 VALIDITY=$!
+else
+VALIDITY=
+fi
 
 # ---- 3. issue 17: every method, seed 0, the three sets; cheap methods first (with OFA and the amortized ones),
 # the perturbation methods (hundreds of forwards per image) second, so a timeout loses the second run only
@@ -166,10 +171,12 @@ else
 fi
 # no cascading-randomization sanity units here (run.sanity_images=0): the table needs scores and costs only
 SETS=(--datasets synthetic,breastmnist,pneumoniamnist --seeds 0 --keep-going --set run.sanity_images=0)
-step s3_methods_fast 110 "${XB[@]}" "${SETS[@]}" --methods "$FAST" --out "$RUNS/methods-fast" "${M_ARGS[@]}" "${SHRINK[@]}"
-step s3_methods_slow 90 "${XB[@]}" "${SETS[@]}" --methods "$SLOW" --out "$RUNS/methods-slow" "${M_ARGS[@]}" "${SHRINK[@]}"
-wait $VALIDITY
-[[ -n $SWEEP ]] && wait $SWEEP
+if [[ $STAGES == *3* ]]; then
+step s3_methods_fast ${FAST_CAP:-110} "${XB[@]}" "${SETS[@]}" --methods "$FAST" --out "$RUNS/methods-fast" "${M_ARGS[@]}" "${SHRINK[@]}"
+step s3_methods_slow ${SLOW_CAP:-90} "${XB[@]}" "${SETS[@]}" --methods "$SLOW" --out "$RUNS/methods-slow" "${M_ARGS[@]}" "${SHRINK[@]}"
+fi
+[[ -n $VALIDITY ]] && wait $VALIDITY
+wait  # the sweep (a background step)
 
 # ---- 4. tables and packing (every step's output is kept, also a failed one's)
 METHOD_RUNS=()

@@ -22,10 +22,10 @@ from pathlib import Path
 RECIPES = {
     "default (segm 300 + ofa 500)": {},
     "ofa 500, no segm": {"init": None},
-    "ofa 800, no segm": {"init": None, "steps": 800},
+    "ofa 300, no segm": {"init": None, "steps": 300},
     "segm 150 + ofa 350": {"init_steps": 150, "steps": 350},
-    "segm 150 + ofa 350, lr 1e-3": {"init_steps": 150, "steps": 350, "lr": 1e-3},
-    "ofa 400, no segm, lr 1e-3": {"init": None, "steps": 400, "lr": 1e-3},
+    "ofa 400, no segm, M 2": {"init": None, "steps": 400, "n_masks": 2},
+    "segm 100 + ofa 300, M 2": {"init_steps": 100, "steps": 300, "n_masks": 2},
 }
 
 ONE = r'''

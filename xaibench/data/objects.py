@@ -3,7 +3,8 @@ redundant and synergistic evidence, and re-renderable with any subset of its obj
 
 Each image holds K = 3..6 objects. An object is one of eight shapes drawn in a block of 2 x 2 patches of the
 model's patch grid (`patch` px per patch), no patch shared by two objects; the background is one flat grey
-everywhere. The label is 1 when the evidence score is positive, else 0 (images scoring exactly 0 are not drawn):
+everywhere. The label is 1 when the evidence score is positive, else 0 (only scenes scoring at least 2 away from
+0 are drawn, so no label hangs on a single point of evidence):
 
     score = sum of WEIGHTS[shape] over the distinct shapes present      (a second copy adds nothing: redundancy)
           + SYNERGY_WEIGHT if both SYNERGY shapes are present            (either alone counts 0: synergy)
@@ -35,7 +36,8 @@ BLOCK = 2  # an object covers BLOCK x BLOCK patches
 BACKGROUND = 0.15  # the flat background, in [0, 1]
 BRIGHTNESS = (0.55, 1.0)  # an object's brightness is drawn from this range
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
-DATA_VERSION = 1  # bump when a change to this file changes the images: it is part of every checkpoint key
+MARGIN = 2  # scenes scoring -1, 0 or +1 are not drawn: every label is decided by at least 2 points of evidence
+DATA_VERSION = 2  # bump when a change to this file changes the images: it is part of every checkpoint key
 DEFAULT_SAMPLES = {"train": 6000, "val": 300, "test": 300}
 
 
@@ -92,9 +94,10 @@ def _place(rng: np.random.Generator, grid: int, k: int) -> list[tuple[int, int]]
 
 
 def make_objects(n_samples: int, size: int = 28, patch: int = 4, seed: int = 0,
-                 n_objects: tuple[int, int] = (3, MAX_OBJECTS)) -> dict[str, np.ndarray]:
+                 n_objects: tuple[int, int] = (3, MAX_OBJECTS), margin: int = MARGIN) -> dict[str, np.ndarray]:
     """Scene parameters of n images: shapes int64 [N, 6] (index into SHAPES, -1 = no object), cells int64
-    [N, 6, 2] (top-left patch row, column), brightness float64 [N, 6], labels int64 [N] (balanced)."""
+    [N, 6, 2] (top-left patch row, column), brightness float64 [N, 6], labels int64 [N] (balanced). Only scenes
+    whose evidence score is at least `margin` away from 0 are drawn."""
     grid = size // patch
     if size % patch or grid < 2 * BLOCK:
         raise XaibenchError(f"objects: size {size} must be a multiple of patch {patch} with at least "
@@ -112,7 +115,7 @@ def make_objects(n_samples: int, size: int = 28, patch: int = 4, seed: int = 0,
             k = int(rng.integers(low, high + 1))
             drawn = rng.integers(0, len(SHAPES), size=k)
             score = evidence_score([SHAPES[s] for s in drawn])
-            if score == 0 or (score > 0) != bool(labels[index]):
+            if abs(score) < max(margin, 1) or (score > 0) != bool(labels[index]):
                 continue
             placed = _place(rng, grid, k)
             if placed is not None:
@@ -202,7 +205,7 @@ class ObjectDataset(ImageDataset):
 
 @register_dataset("objects")
 def objects(split: str = "train", size: int = 28, root=None, download: bool = False, as_rgb: bool = False,
-            patch: int | None = None, n_samples: int | None = None, seed: int = 0) -> ObjectDataset:
+            patch: int | None = None, n_samples: int | None = None, seed: int = 0, margin: int = MARGIN) -> ObjectDataset:
     """Embedded default: objects with signed, graded, redundant and synergistic evidence; the trained model's
     exact object Shapley values are computable (no files)."""
     from xaibench.models.base import default_patch_size
@@ -211,7 +214,7 @@ def objects(split: str = "train", size: int = 28, root=None, download: bool = Fa
         raise XaibenchError(f"unknown split {split!r}; valid: {', '.join(SPLIT_SEED)}")
     patch = patch or default_patch_size(size)
     count = DEFAULT_SAMPLES[split] if n_samples is None else n_samples
-    scenes = make_objects(count, size, patch, seed=seed * 1000 + SPLIT_SEED[split])
+    scenes = make_objects(count, size, patch, seed=seed * 1000 + SPLIT_SEED[split], margin=margin)
     info = DatasetInfo(name="objects", task="binary-class", n_classes=2, in_chans=3 if as_rgb else 1, size=size,
                        class_names=("negative", "positive"))
     return ObjectDataset(scenes, info, split, patch, channels=3 if as_rgb else 1)
