@@ -215,7 +215,7 @@ def _benchmark_outputs(plan: Plan, outcomes: dict, ctx: Context, options: RunOpt
     record = environment(config, device, {label: unit["seconds"] for label, unit in frames.units.items()})
     record.update({
         "command": command, "options": asdict(options), "train_overrides": overrides,
-        "train_config": {dataset: asdict(train_config_for(options.model, config, overrides))
+        "train_config": {dataset: asdict(train_config_for(options.model, config, overrides, dataset))
                          for dataset in options.datasets} if not options.checkpoint else None,
         "data_root": str(data_root(root)) if any(not is_embedded(d) for d in options.datasets) else None,
         "gates": frames.gates.to_dict(orient="records"),

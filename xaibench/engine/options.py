@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from xaibench.data import resolve_datasets
-from xaibench.defaults import ALL_IMAGES, DEFAULT_RUN, PRESETS
+from xaibench.defaults import ALL_IMAGES, DATASET_TRAIN, DEFAULT_RUN, PRESETS
 from xaibench.errors import XaibenchError
 from xaibench.registry import METHODS, METRICS, MODELS
 from xaibench.training import DataSpec, TrainConfig
@@ -44,11 +44,14 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def train_config_for(model: str, config: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
-    """[train] options, then [train.<model>] options, then --set overrides."""
+def train_config_for(model: str, config: dict[str, Any], overrides: dict[str, Any],
+                     dataset: str | None = None) -> TrainConfig:
+    """The dataset's own recipe (defaults.DATASET_TRAIN: the embedded sets are sized for the default run), then
+    [train] options, then [train.<model>] options, then --set overrides."""
     section = dict(config.get("train", {}))
     per_model = {k: section.pop(k) for k in MODELS.names() if isinstance(section.get(k), dict)}
-    return TrainConfig.from_dict({**section, **per_model.get(model, {}), **overrides})
+    recipe = DATASET_TRAIN.get(dataset, {}) if dataset is not None else {}
+    return TrainConfig.from_dict({**recipe, **section, **per_model.get(model, {}), **overrides})
 
 
 def data_spec(name: str, size: int, root: str | None, config: dict[str, Any]) -> DataSpec:

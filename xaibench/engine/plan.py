@@ -68,7 +68,7 @@ def plan_train(models: list[str], datasets: list[str], seeds: list[int], *, size
     for dataset in datasets:
         spec = data_spec(dataset, size, root, config)
         for model in models:
-            train_config = train_config_for(model, config, overrides)
+            train_config = train_config_for(model, config, overrides, dataset)
             for seed in seeds:
                 trained = plan.add(train_unit(model, spec, train_config, seed))
                 plan.add(evaluate_unit(trained, spec, model, seed, root, device))
@@ -130,7 +130,7 @@ def model_unit(options: RunOptions, spec: DataSpec, config: dict[str, Any], over
     if options.checkpoint:
         unit = load_unit(options.model, options.checkpoint, dict(config.get("model", {})), spec, seed)
     else:
-        unit = train_unit(options.model, spec, train_config_for(options.model, config, overrides), seed)
+        unit = train_unit(options.model, spec, train_config_for(options.model, config, overrides, spec.name), seed)
     unit.params["main"] = True  # the network of Table 2 (its checkpoint goes into the manifest)
     return unit
 
@@ -141,7 +141,8 @@ def permuted_unit(options: RunOptions, spec: DataSpec, config: dict[str, Any], o
     if options.checkpoint:
         raise XaibenchError("sanity_data needs a network xaibench trains (with --checkpoint there is no recipe to "
                             "train it again on permuted labels); set run.sanity_data = false")
-    return train_unit(options.model, spec.permuted(seed), train_config_for(options.model, config, overrides), seed)
+    return train_unit(options.model, spec.permuted(seed), train_config_for(options.model, config, overrides, spec.name),
+                      seed)
 
 
 def fit_unit(setup: RunSetup, model: Unit, spec: DataSpec, seed: int, method: str, method_options: dict[str, Any],

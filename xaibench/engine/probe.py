@@ -21,7 +21,7 @@ def probe_model(options, config: dict[str, Any], overrides: dict[str, Any], info
 
     if options.checkpoint:
         return None
-    train_config = train_config_for(options.model, config, overrides)
+    train_config = train_config_for(options.model, config, overrides, info.name)
     if train_config.model.pretrained:
         train_config = train_config.replace(pretrained=None)  # the probe needs the shape, not the weights
     try:

@@ -23,7 +23,7 @@ GATES = {  # name -> (threshold, True if the value must be at least the threshol
     "accuracy": (0.95, True, "test accuracy of the explained network (whole test split)"),
     "removal_agreement": (0.9, True, "Pearson correlation, over images x objects, of the target log-odds with "
                                      "the object removed by re-rendering and by masking its patches"),
-    "background_shift": (0.25, False, "mean absolute change of the target log-odds when every background patch "
+    "background_shift": (0.5, False, "mean absolute change of the target log-odds when every background patch "
                                       "is masked, over the mean absolute v(all) - v(none)"),
     "distractor_share": (0.25, False, "mean absolute Shapley value of distractor objects over that of evidence "
                                       "objects"),

@@ -178,7 +178,7 @@ def _train(args: argparse.Namespace) -> str:
     setup_logging(args.quiet or not main)
     MODELS.get(args.model)
     config = read_config(args.config)
-    train_config = train_config_for(args.model, config, parse_overrides(args.set))
+    train_config = train_config_for(args.model, config, parse_overrides(args.set), args.dataset)
     spec = data_spec(args.dataset, args.size, args.data_root, config)
     trained = train_model(args.model, spec, train_config, args.seed, resolve_device(args.device),
                           Path(args.cache) if args.cache else None, progress=main and not args.quiet,
