@@ -275,15 +275,18 @@ def _add_train(sub) -> None:
 
 RUN_DESCRIPTION = (
     "For every dataset and seed: train (or load from the checkpoint cache) the OFA network, explain its first "
-    "--n-test test images with every method, score the explanations with SRG, R-SRG (and localization where the "
-    "dataset has ground truth), and write Table 2, side tables (localization, cost, Wilcoxon tests), "
-    "scores_long.csv, figures and manifest.json into --out. The run is planned first (--dry-run prints the plan); "
-    "every unit is cached, so a killed run resumes where it stopped.")
+    "--n-test test images with every method, score the explanations with SRG, R-SRG (plausibility where the "
+    "dataset has an annotated region; agreement with the model's exact object Shapley values, with the gates "
+    "that qualify it, where the dataset re-renders its objects, as the default 'objects' does), run the sanity "
+    "checks (cascading model randomization), and write Table 2, side tables (truth, gates, sanity, plausibility, "
+    "cost, Wilcoxon tests, intervals), scores_long.csv, figures and manifest.json into --out. The run is planned "
+    "first (--dry-run prints the plan); every unit is cached, so a killed run resumes where it stopped.")
 RUN_EPILOG = (
     "Defaults live in xaibench/defaults.py (DEFAULT_RUN). A --config FILE (TOML/JSON: [run], [train], "
     "[train.<model>], [data.<name>], [model]) is laid over them key by key, then the flags, then --set: "
     "'--set steps=300' sets a training option, '--set run.n_draws=4' a run option, "
-    "'--set data.synthetic.n_samples=500' a dataset option, '--set model.mean=[0.5]' an option of a "
+    "'--set data.objects.n_samples=500' a dataset option, '--set run.sanity_images=0' turns the sanity checks "
+    "off, '--set run.sanity_data=true' adds the data randomization test, '--set model.mean=[0.5]' an option of a "
     "--checkpoint classifier. Exit codes: 0 done, 1 a unit failed, 2 bad usage (names, config, plugin).")
 
 
