@@ -143,6 +143,15 @@ def _unsuited(method: str, model, options: dict[str, Any]) -> str | None:
     return unsuited_reason(method, model, options)
 
 
+def _suited_model(deps: dict[str, Any], unit: Unit):
+    """The unit's model, or NotApplicable when its method does not suit the model's family."""
+    model = _model(deps, unit).model
+    reason = _unsuited(unit.params["method"], model, unit.params["options"])
+    if reason:
+        raise NotApplicable(reason)
+    return model
+
+
 @register_kind
 class ExplainKind(UnitKind):
     """Explain the first n_test test images of a dataset with one method, in batches, with a seeded generator."""
@@ -155,10 +164,7 @@ class ExplainKind(UnitKind):
 
     def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
         p = unit.params
-        model = _model(deps, unit).model
-        reason = _unsuited(p["method"], model, p["options"])
-        if reason:
-            raise NotApplicable(reason)
+        model = _suited_model(deps, unit)
         batch = ctx.test_batch(p["spec"], p["n_test"])
         targets = explanation_targets(model, batch.x, batch.labels, p["target"], p["batch_size"])
         generator = torch.Generator(device=ctx.device).manual_seed(
@@ -182,10 +188,7 @@ class FitKind(UnitKind):
 
     def compute(self, unit: Unit, ctx: Context, deps: dict[str, Any]) -> dict[str, Any]:
         start, p = time.perf_counter(), unit.params
-        model = _model(deps, unit).model
-        reason = _unsuited(p["method"], model, p["options"])
-        if reason:
-            raise NotApplicable(reason)
+        model = _suited_model(deps, unit)
         explainer = create_method(p["method"], model, **p["options"])
         generator = torch.Generator(device=ctx.device).manual_seed(
             derive_seed(p["seed"], p["dataset"], p["method"], "fit"))
@@ -278,10 +281,7 @@ class SanityKind(UnitKind):
         from xaibench.metrics.sanity import cascading_randomization
 
         start, p = time.perf_counter(), unit.params
-        model = _model(deps, unit).model
-        reason = _unsuited(p["method"], model, p["options"])
-        if reason:
-            raise NotApplicable(reason)
+        model = _suited_model(deps, unit)
         batch = ctx.test_batch(p["spec"], p["n_images"])
         targets = explanation_targets(model, batch.x, batch.labels, p["target"], len(batch.x))
         state = deps[unit.deps[1]]["state"] if p.get("fitted") else None
