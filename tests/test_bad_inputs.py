@@ -370,6 +370,9 @@ def test_explainer_past_the_unit_timeout_is_a_failed_unit(shared, tmp_path, caps
     plugin = plugin_file(tmp_path, "bad.slow", "if inputs.shape[0] > 2:\n            time.sleep(60)\n"
                                                "        return torch.zeros(inputs.shape[0], n)")
     out = tmp_path / "out"
+    # the network first, without a timeout: a busy or slow machine may train it for more than 2 s
+    assert main(run_argv(shared, tmp_path / "trained", "--methods", "grad", "--set", "run.metrics=srg")) == 0
+    capsys.readouterr()
     argv = run_argv(shared, out, "--methods", "grad,bad.slow", "--plugins", str(plugin), "--unit-timeout", "2",
                     "--set", "run.metrics=srg")
     expect_error(capsys, argv, out, "explain synthetic/seed0/bad.slow", "--unit-timeout 2", code=1)
