@@ -241,3 +241,14 @@ def test_an_amortized_explainer_is_fitted_once_as_a_cached_unit_and_explains_wit
     # in workers, from a fresh cache: the fit unit runs in one, the explain unit loads its state in another
     assert _run(tiny_config, tmp_path / "loky", tmp_path / "c2", *args, "--backend", "loky", "--jobs", "2") == 0
     assert (tmp_path / "loky" / "table2.csv").read_bytes() == (tmp_path / "o" / "table2.csv").read_bytes()
+
+
+def test_the_truth_and_sanity_units_give_the_serial_tables_on_loky(tmp_path, tiny_config):
+    """The objects set's own unit kinds (truth, sanity, the reference's scores) travel through workers: a loky run
+    writes the serial run's truth, gates and sanity tables byte for byte."""
+    objects = ("--datasets", "objects", "--set", "data.objects.n_samples=48", "--set", "run.sanity_images=2")
+    assert _run(tiny_config, tmp_path / "serial", tmp_path / "cache-serial", *objects) == 0
+    assert _run(tiny_config, tmp_path / "loky", tmp_path / "cache-loky", *objects, "--backend", "loky",
+                "--jobs", "2") == 0
+    for name in ("table2.csv", "scores_long.csv", "truth.csv", "gates.csv", "sanity.csv"):
+        assert (tmp_path / "loky" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
