@@ -44,6 +44,11 @@ def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return rho.float()
 
 
+def map_correlations(original: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spearman [B] of each image's map against its original, on the signed maps and on their absolute values."""
+    return spearman_rows(original, maps), spearman_rows(original.abs(), maps.abs())
+
+
 def cascading_randomization(model: nn.Module, make_explainer: Callable[[nn.Module], Any], x: torch.Tensor,
                             targets: torch.Tensor, generator_factory: Callable[[], torch.Generator | None],
                             weight_generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -65,8 +70,9 @@ def cascading_randomization(model: nn.Module, make_explainer: Callable[[nn.Modul
     for stage, randomized in randomized_copies(model, weight_generator):
         maps = make_explainer(randomized).explain(x, targets, generator=generator_factory()).attributions
         stages.append(stage)
-        rho.append(spearman_rows(original, maps))
-        rho_abs.append(spearman_rows(original.abs(), maps.abs()))
+        signed, absolute = map_correlations(original, maps)
+        rho.append(signed)
+        rho_abs.append(absolute)
         del randomized, maps
     return {"stages": stages, "spearman": torch.stack(rho), "spearman_abs": torch.stack(rho_abs)}
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from xaibench.data import create_dataset
 from xaibench.data.objects import BACKGROUND, BLOCK, SHAPES, WEIGHTS, evidence_score, make_objects
-from xaibench.engine.truth import (gate_failures, gate_values, object_truth, shapley_matrix, subset_masks,
+from xaibench.engine.truth import (gate_rows, gate_values, object_truth, shapley_matrix, subset_masks,
                                    target_log_odds)
 from xaibench.metrics import ObjectTruth, create_metric, object_agreement
 from xaibench.models.base import MaskedClassifier
@@ -152,8 +152,10 @@ def test_efficiency_holds_for_a_trained_looking_network(test_split):
 
 
 def test_gate_failures_name_the_gate_and_its_threshold():
-    lines = gate_failures({"accuracy": 0.9, "removal_agreement": 0.95, "background_shift": 0.1,
-                           "distractor_share": float("nan")})
+    from xaibench.tables import gate_warnings
+
+    lines = gate_warnings(pd.DataFrame(gate_rows("objects", 0, {
+        "accuracy": 0.9, "removal_agreement": 0.95, "background_shift": 0.1, "distractor_share": float("nan")})))
     assert len(lines) == 2 and "accuracy" in lines[0] and ">= 0.95" in lines[0] and "distractor_share" in lines[1]
 
 

@@ -534,7 +534,9 @@ def sanity_table(sanity: pd.DataFrame, methods: Sequence[str] | None = None,
     """Rows methods; per dataset the mean Spearman correlation (over images, then seeds) between each method's
     maps on the model and on the model randomized from the top stage down to each stage, and the verdict:
     pass when the correlation after the whole cascade is below `threshold` (the maps changed with the model)."""
-    from xaibench.metrics.sanity import SANITY_THRESHOLD
+    import torch
+
+    from xaibench.metrics.sanity import SANITY_THRESHOLD, passes_sanity
 
     threshold = SANITY_THRESHOLD if threshold is None else threshold
     methods = list(methods) if methods is not None else list(pd.unique(sanity["method"]))
@@ -554,7 +556,8 @@ def sanity_table(sanity: pd.DataFrame, methods: Sequence[str] | None = None,
                 values = [means.get((dataset, method, test, stage), math.nan) for stage in stages]
                 rows[method] += [MISSING if math.isnan(v) else f"{v:.2f}" for v in values]
                 last = values[-1] if values else math.nan
-                rows[method].append(MISSING if math.isnan(last) else "pass" if last < threshold else "FAIL")
+                rows[method].append(MISSING if math.isnan(last) else
+                                    "pass" if passes_sanity(torch.tensor([last]), threshold) else "FAIL")
     table = pd.DataFrame([rows[m] for m in methods], index=[METHOD_LABELS.get(m, m) for m in methods], dtype=object)
     table.index.name = "Method"
     table.columns = pd.MultiIndex.from_tuples(columns)

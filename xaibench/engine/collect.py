@@ -111,8 +111,8 @@ class _Collector:
         for stage, rho, rho_abs in zip(payload["stages"], payload["spearman"], payload["spearman_abs"]):
             self.sanity_rows.append({"dataset": p["dataset"], "seed": p["seed"], "method": p["method"],
                                      "test": p.get("test", "model"), "stage": stage,
-                                "spearman": float(rho.double().nanmean()),
-                                "spearman_abs": float(rho_abs.double().nanmean()), "n_images": len(rho)})
+                                     "spearman": float(rho.double().nanmean()),
+                                     "spearman_abs": float(rho_abs.double().nanmean()), "n_images": len(rho)})
 
     def explain(self, unit: Unit, outcome: Outcome) -> None:
         p, explanation = unit.params, payload_explanation(outcome.payload)

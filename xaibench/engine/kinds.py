@@ -254,9 +254,10 @@ class TruthKind(UnitKind):
         start, p = time.perf_counter(), unit.params
         model = _model(deps, unit).model
         test = ctx.test_split(p["spec"])
-        if getattr(test, "patch", None) != model.patch_size:
+        grid = getattr(test, "patch", None)
+        if grid != model.patch_size:
             raise NotApplicable(f"the model's patches ({model.patch_size} px) are not the dataset's object grid "
-                                f"({getattr(test, 'patch', None)} px): set [data.{p['dataset']}] patch to match")
+                                f"({grid} px): set [data.{p['dataset']}] patch to match")
         batch = ctx.test_batch(p["spec"], p["n_test"])
         targets = explanation_targets(model, batch.x, batch.labels, p["target"], p["batch_size"])
         truth = object_truth(model, test, batch.indices, targets, ctx.device)
@@ -298,13 +299,13 @@ class SanityKind(UnitKind):
             return torch.Generator(device=ctx.device).manual_seed(seed)
 
         if p.get("test") == "data":  # the same method on the network trained on permuted labels
-            from xaibench.metrics.sanity import spearman_rows
+            from xaibench.metrics.sanity import map_correlations
 
             original = make_explainer(model).explain(batch.x, targets, generator=generator()).attributions
             permuted = deps[unit.deps[-1]].model
             maps = make_explainer(permuted).explain(batch.x, targets, generator=generator()).attributions
-            result = {"stages": ["data randomization"], "spearman": spearman_rows(original, maps)[None],
-                      "spearman_abs": spearman_rows(original.abs(), maps.abs())[None]}
+            rho, rho_abs = map_correlations(original, maps)
+            result = {"stages": ["data randomization"], "spearman": rho[None], "spearman_abs": rho_abs[None]}
         else:
             result = cascading_randomization(
                 model, make_explainer, batch.x, targets, generator,

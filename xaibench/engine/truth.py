@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from xaibench.data.base import to_float
+from xaibench.data.objects import MAX_OBJECTS
 
-N_SLOTS = 6  # xaibench.data.objects.MAX_OBJECTS
+N_SLOTS = MAX_OBJECTS  # the players of an image's game: its object slots
 RENDER_BYTES = 1 << 28  # re-rendered float64 pixels held at a time
 GATES = {  # name -> (threshold, True if the value must be at least the threshold, what it measures)
     "accuracy": (0.95, True, "test accuracy of the explained network (whole test split)"),
@@ -125,25 +126,18 @@ def gate_values(truth: dict[str, torch.Tensor], accuracy: float) -> dict[str, fl
             else float("nan")}
 
 
-def gate_failures(gates: dict[str, float]) -> list[str]:
-    """One line per gate that fails (a NaN value fails: it could not be measured)."""
-    lines = []
-    for name, value in gates.items():
-        threshold, at_least, what = GATES[name]
-        holds = value >= threshold if at_least else value <= threshold
-        if not holds:
-            sign = ">=" if at_least else "<="
-            lines.append(f"gate {name} fails: {value:.3f} (needs {sign} {threshold}; {what})")
-    return lines
+def gate_holds(name: str, value: float) -> bool:
+    """Whether a gate's measured value meets its threshold (GATES); a NaN, which could not be measured, fails."""
+    threshold, at_least, _ = GATES[name]
+    return bool(value >= threshold if at_least else value <= threshold)
 
 
 def gate_rows(dataset: str, seed: int, gates: dict[str, Any]) -> list[dict[str, Any]]:
-    """Long rows of gates.csv."""
+    """Long rows of gates.csv (tables.gate_warnings turns the failing ones into the run's warnings)."""
     rows = []
     for name, value in gates.items():
         threshold, at_least, what = GATES[name]
-        holds = value >= threshold if at_least else value <= threshold
         rows.append({"dataset": dataset, "seed": seed, "gate": name, "value": value,
-                     "threshold": f"{'>=' if at_least else '<='} {threshold}", "holds": bool(holds),
+                     "threshold": f"{'>=' if at_least else '<='} {threshold}", "holds": gate_holds(name, value),
                      "measures": what})
     return rows
