@@ -20,7 +20,7 @@ import torch
 
 from xaibench.metrics import rsrg, srg
 
-from harness import add_model_args, build_model, sync
+from harness import add_model_args, build_model, masked_model, sync
 from xaibench.models import create_model
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scaling-steps", type=int, default=7, help="smallest K of the scaling rows (K, 2K-1, 4K-3)")
     parser.add_argument("--bare-batches", type=int, default=4, help="timed batches of the bare forward")
     parser.add_argument("--repeats", type=int, default=2, help="timings per row; the best is kept")
-    parser.add_argument("--masking", default=None, help="e.g. token,drop: srg with each masking against the bare forward")
+    parser.add_argument("--masking", default=None, help="e.g. token,drop,drop@0.02: srg with each masking (drop's grouping rule: harness.masked_model) against the bare forward")
     parser.add_argument("--models", default="vit,ofa", help="models of the --masking side-by-side")
     parser.add_argument("--patch-size", type=int, default=None, help="patch side (default: the image size's)")
     args = parser.parse_args(argv)
@@ -156,10 +156,8 @@ def side_by_side(args) -> None:
     for name in args.models.split(","):
         models = {}
         for masking in maskings:
-            torch.manual_seed(0)
-            models[masking] = create_model(name, num_classes=3, in_chans=args.in_chans, img_size=args.img_size,
-                                           arch=args.arch, patch_size=args.patch_size,
-                                           masking=masking).eval().to(device)
+            models[masking] = masked_model(name, masking, in_chans=args.in_chans, img_size=args.img_size,
+                                           arch=args.arch, patch_size=args.patch_size).eval().to(device)
         n = models[maskings[0]].n_patches
         attributions = torch.randn(args.n_images, n, generator=g).to(device)
         runs = {"bare": lambda: _bare(models[maskings[0]], x_bare, args.bare_batches, device)}

@@ -20,7 +20,7 @@ from xaibench.models.ofa import OFANet
 from xaibench.training.evaluation import autocast_for
 from xaibench.training.losses import classification_loss, ofa_loss
 
-from harness import sync
+from harness import masked_model, sync
 
 
 def time_steps(step, device, repeats: int, warmup: int = 3) -> float:
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--models", default="ofa,segm,vit,resnet18,resnet50")
     parser.add_argument("--patch-size", type=int, default=None, help="ViT patch side (default: the image size's)")
-    parser.add_argument("--maskings", default=None, help="e.g. token,drop: OFA's step time per masking only")
+    parser.add_argument("--maskings", default=None, help="e.g. token,drop,drop@b8,drop@0.02: OFA's step time per masking (and drop's grouping rule, harness.masked_model) only")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --maskings")
     args = parser.parse_args()
     if args.maskings:
@@ -124,9 +124,8 @@ def compare_maskings(args) -> None:
     y = torch.randint(0, 3, (b,), device=device)
     steps, n = {}, None
     for masking in args.maskings.split(","):
-        torch.manual_seed(0)
-        model = create_model("ofa", num_classes=3, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch,
-                             patch_size=args.patch_size, masking=masking).to(device)
+        model = masked_model("ofa", masking, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch,
+                             patch_size=args.patch_size).to(device)
         n = model.n_patches
         steps[masking] = _ofa_step(model, x, y, m, device)
     times = {masking: [] for masking in steps}

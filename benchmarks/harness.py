@@ -30,3 +30,18 @@ def build_model(args: argparse.Namespace, name: str = "ofa") -> tuple[torch.devi
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, in_chans=args.in_chans, img_size=args.img_size, arch=args.arch)
     return device, model.eval().to(device)
+
+
+def masked_model(name: str, variant: str, **kwargs) -> torch.nn.Module:
+    """`name` built seeded with a masking variant: "token", "drop" (the device's own grouping rule), "drop@b8" (the
+    bucket rule, 8 tokens) or "drop@0.02" (the cost rule: a further call must save 2% of a full-token pass)."""
+    masking, _, rule = variant.partition("@")
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, masking=masking, **kwargs)
+    if rule:
+        encoder = model.encoder
+        if rule.startswith("b"):
+            encoder.drop_rule, encoder.drop_bucket = "bucket", int(rule[1:])
+        else:
+            encoder.drop_rule, encoder.drop_call_share = "cost", float(rule)
+    return model

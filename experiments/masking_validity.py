@@ -5,7 +5,8 @@ ofa, grad and attn, from `xaibench run` folders made with each masking; then the
         [--data-root ROOT]
 
 Each DIR is an `xaibench run --out` folder (summary.csv, wilcoxon.csv, manifest.json); the checkpoints its
-manifest names are loaded from CACHE/checkpoints and scored on their whole test split.
+manifest names are loaded from CACHE/checkpoints and scored on their whole test split. With several seeds the
+pairs' tests are the seeds-pooled ones (wilcoxon.csv's seed "all").
 Rule: drop may become the default only if, for every dataset, its accuracy is within 2 points of token's,
 and no pair of methods that is separated (Holm-adjusted Wilcoxon p < 0.01) under either masking is
 ordered the other way under the other masking.
@@ -42,11 +43,16 @@ def read_run(folder: Path, cache: Path, data_root: str | None) -> dict:
         for row in csv.DictReader(f):
             if row["metric"] in ("srg", "rsrg") and row["dataset"] in out:
                 out[row["dataset"]]["scores"][(row["method"], row["metric"])] = float(row["mean"])
+    pooled = set()  # (dataset, pair) read from the seeds-pooled family ("all"), which wins over a seed's own
     with open(folder / "wilcoxon.csv") as f:
         for row in csv.DictReader(f):
             if row["metric"] in ("srg", "rsrg") and row["dataset"] in out:
                 key = (row["metric"], row["method_a"], row["method_b"])
-                out[row["dataset"]]["pairs"][key] = (float(row["mean_diff_x100"]), float(row["p_holm"]))
+                seed = row.get("seed", "all")
+                if seed == "all" or (row["dataset"], key) not in pooled:
+                    out[row["dataset"]]["pairs"][key] = (float(row["mean_diff_x100"]), float(row["p_holm"]))
+                if seed == "all":
+                    pooled.add((row["dataset"], key))
     return out
 
 

@@ -60,7 +60,7 @@ def drops_removed_patches(forward_fn: ForwardFn) -> bool:
 
 def keep_curves(forward_fn: ForwardFn, inputs: torch.Tensor, keep_ranks: torch.Tensor, removed: torch.Tensor,
                 targets: torch.Tensor, *, batch_size: int = 256, autocast: bool | None = None,
-                group_by_kept: bool | None = None) -> torch.Tensor:
+                group_by_kept: bool | None = None, pack: bool | None = None) -> torch.Tensor:
     """Target-class probability [B, G, K] of every image under every ordering and step.
 
     inputs [B, C, H, W]; keep_ranks long [B, G, n]: G orderings per image, rank 0 = kept longest;
@@ -69,7 +69,9 @@ def keep_curves(forward_fn: ForwardFn, inputs: torch.Tensor, keep_ranks: torch.T
     and shared by all G curves: B * (2 + G * K_inner) forward inputs in all.
     autocast: None = bf16 autocast on CUDA only. group_by_kept: every forward_fn call gets rows of one kept count
     (equal-length token sequences for a "drop" model); None = when drops_removed_patches(forward_fn). Otherwise
-    the rows go image by image, batch_size at a time. Either way each point's value is its own row's output.
+    the rows go image by image, batch_size at a time. pack (with group_by_kept): the rows, ordered by kept count,
+    go batch_size at a time, so a call may mix neighbouring counts and the model pads them (a GPU wants full
+    calls more than it minds a few pad tokens); None = on CUDA. Each point's value is its own row's output.
     """
     b, g, n = keep_ranks.shape
     device = inputs.device
@@ -92,8 +94,10 @@ def keep_curves(forward_fn: ForwardFn, inputs: torch.Tensor, keep_ranks: torch.T
     targets = targets.to(device)
     if group_by_kept is None:
         group_by_kept = drops_removed_patches(forward_fn)
+    if pack is None:
+        pack = inputs.is_cuda
     with torch.inference_mode(), _autocast(inputs, autocast):
-        for rows in (_rows_by_kept(job_kept, b, batch_size) if group_by_kept else
+        for rows in (_rows_by_kept(job_kept, b, batch_size, pack) if group_by_kept else
                      (torch.arange(start, min(start + batch_size, b * n_jobs), device=device)
                       for start in range(0, b * n_jobs, batch_size))):
             image, job = rows // n_jobs, rows % n_jobs
@@ -103,13 +107,17 @@ def keep_curves(forward_fn: ForwardFn, inputs: torch.Tensor, keep_ranks: torch.T
     return probabilities.view(b, n_jobs)[:, job_of]
 
 
-def _rows_by_kept(job_kept: torch.Tensor, n_images: int, batch_size: int):
-    """Rows (image * n_jobs + job) in chunks of at most batch_size, each chunk of one kept count."""
+def _rows_by_kept(job_kept: torch.Tensor, n_images: int, batch_size: int, pack: bool = False):
+    """Rows (image * n_jobs + job) in chunks of at most batch_size, each chunk of one kept count; pack: the rows
+    of every count in ascending count order, batch_size a chunk."""
     n_jobs = job_kept.numel()
     images = torch.arange(n_images, device=job_kept.device)
-    for m in job_kept.unique().tolist():
-        jobs = (job_kept == m).nonzero().squeeze(1)
-        rows = (images[:, None] * n_jobs + jobs[None, :]).flatten()
+    counts = [(images[:, None] * n_jobs + (job_kept == m).nonzero().squeeze(1)[None, :]).flatten()
+              for m in job_kept.unique().tolist()]
+    if pack:
+        yield from torch.cat(counts).split(batch_size)
+        return
+    for rows in counts:
         yield from rows.split(batch_size)
 
 

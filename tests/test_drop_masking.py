@@ -8,6 +8,7 @@ from xaibench.errors import XaibenchError
 from xaibench.metrics import keep_curves, resolve_steps, rsrg, srg
 from xaibench.metrics.curves import drops_removed_patches, ranks_of
 from xaibench.models import create_model
+from xaibench.models.vit import padded_lengths
 from xaibench.sampling import minmax, weighted_order
 from xaibench.training import DataSpec, TrainConfig, checkpoint_key, load_trained, train_model
 from xaibench.training.losses import ofa_loss
@@ -47,16 +48,49 @@ def test_drop_keeps_the_weights_and_the_unmasked_output_and_differs_only_in_mask
 
 
 @pytest.mark.parametrize("name", ["vit", "ofa"])
-@pytest.mark.parametrize("bucket", [1, 8])
+@pytest.mark.parametrize("bucket", [1, 8, "cost"])
 def test_mixed_kept_counts_in_one_call_equal_one_row_at_a_time(name, bucket):
     _, drop = pair(name)
-    drop.encoder.drop_bucket = bucket  # 8: rows padded within buckets of 8 counts, pads masked out of attention
+    if bucket == "cost":  # the GPU's rule, here on the CPU: few calls, padded to each group's largest count
+        drop.encoder.drop_rule, drop.encoder.drop_call_share = "cost", 0.2
+    else:  # 8: rows padded within buckets of 8 counts, pads masked out of attention
+        drop.encoder.drop_bucket = bucket
     x, keep, _ = batch(24, 2)
     keep[0], keep[1] = False, True
     with torch.no_grad():
         together = drop.forward_fn(x, keep)
         alone = torch.cat([drop.forward_fn(x[i:i + 1], keep[i:i + 1]) for i in range(24)])
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+
+
+def partitions(k: int):
+    """Every cut of k sorted items into contiguous groups, as lists of group ends."""
+    for mask in range(2 ** (k - 1)):
+        yield [j + 1 for j in range(k - 1) if mask >> j & 1] + [k]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_cost_rule_finds_the_cheapest_contiguous_grouping(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, prefix, share = 12, 2, [0.0, 0.03, 0.1, 1.0][seed % 4]
+    counts = torch.randint(0, n + 1, (int(torch.randint(2, 30, (1,), generator=g)),), generator=g)
+    lengths = padded_lengths(counts, n, call_share=share, prefix=prefix)
+    assert bool((lengths >= counts).all())
+    order = counts.argsort()
+    assert bool((lengths[order].diff() >= 0).all())  # contiguous groups of the sorted counts
+    values, sizes = counts.unique(return_counts=True)
+    per_call = share * counts.numel() * (n + prefix)
+
+    def cost(ends):
+        starts = [0] + ends[:-1]
+        return sum(int(sizes[a:b].sum()) * (int(values[b - 1]) + prefix) + per_call for a, b in zip(starts, ends))
+    best = min(cost(ends) for ends in partitions(values.numel()))
+    used = sum(int((lengths == length).sum()) * (length + prefix) + per_call for length in lengths.unique().tolist())
+    assert used == pytest.approx(best)
+    if share == 0.0:
+        assert torch.equal(lengths, counts)  # no call costs anything: every count its own call, nothing padded
+    if share == 1.0:
+        assert lengths.unique().numel() == 1  # a call costs a full pass: one call
 
 
 def test_removed_patches_never_reach_the_encoder():
@@ -124,6 +158,14 @@ def test_the_curve_engine_gives_a_drop_model_one_kept_count_per_call():
     assert sorted({c[0] for c in counts}) == list(range(N + 1))
     plain = keep_curves(drop.forward_fn, x, ranks, removed, targets, batch_size=7, group_by_kept=False)
     torch.testing.assert_close(grouped, plain, rtol=0, atol=1e-12)
+    # packed (the CUDA default): full calls in ascending kept count, neighbouring counts padded by the model
+    drop.encoder.drop_rule = "cost"
+    counts.clear()
+    packed = keep_curves(recording, x, ranks, removed, targets, batch_size=16, group_by_kept=True, pack=True)
+    calls = [c for c in counts]
+    assert sum(len(c) > 1 for c in calls) > 0 and max(c[-1] for c in calls[:-1]) <= max(calls[-1])
+    assert all(a[-1] <= b[0] for a, b in zip(calls, calls[1:]))  # ascending across calls
+    torch.testing.assert_close(packed, plain, rtol=0, atol=1e-12)
 
 
 def test_ofa_training_with_drop_masking_reaches_every_part_and_is_recorded(tmp_path):

@@ -52,7 +52,8 @@ class OFANet(MaskedClassifier):
             return self.decode(self.encoder.tokens(x, keep_mask)[:, self.encoder.num_prefix_tokens:])
         self.encoder._check_keep(x, keep_mask)
         return by_kept_count(keep_mask, lambda rows, index, padded: self.decode(self.scatter_kept(
-            self.encoder.kept_tokens(x if rows is None else x[rows], index, padded), index)), self.encoder.drop_bucket)
+            self.encoder.kept_tokens(x if rows is None else x[rows], index, padded), index)),
+            **self.encoder.drop_groups(x))
 
     def scatter_kept(self, kept: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Patch tokens [B, n, D]: the kept encodings (kept [B, prefix + m, D]) at `index` (pads n dropped), elsewhere

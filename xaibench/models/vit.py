@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -34,18 +35,47 @@ def check_masking(masking: str) -> str:
     return masking
 
 
+def padded_lengths(counts: torch.Tensor, n: int, bucket: int = 1, call_share: float | None = None,
+                   prefix: int = 0) -> torch.Tensor:
+    """The token length each row of kept counts `counts` [B] (of n patches) runs at; rows of one length share a call.
+
+    call_share None: fixed buckets, ceil(m / bucket) * bucket (bucket 1: every count its own call; the CPU's rule).
+    call_share a: the sorted counts are cut into the contiguous groups that minimise the padded work plus a
+    per call, each group padded to its largest count; a is a share of one full-token pass over every row (B
+    rows of prefix + n tokens), so another call is made only where it saves more than a of such a pass. Few,
+    large calls: the GPU's rule (a launch costs there what a few thousand tokens cost)."""
+    if call_share is None:
+        return counts if bucket == 1 else torch.minimum((counts + bucket - 1) // bucket * bucket,
+                                                        counts.new_tensor(n))
+    values, sizes = counts.unique(return_counts=True)  # ascending
+    u = values.double().cpu().numpy() + prefix
+    cum = np.concatenate([[0.0], np.cumsum(sizes.double().cpu().numpy())])
+    per_call = call_share * cum[-1] * (n + prefix)
+    best, cut = np.zeros(len(u) + 1), np.zeros(len(u) + 1, dtype=np.int64)
+    for j in range(1, len(u) + 1):  # best[j]: the first j distinct counts; the last group is i..j-1
+        costs = best[:j] + (cum[j] - cum[:j]) * u[j - 1] + per_call
+        cut[j] = int(costs.argmin())
+        best[j] = costs[cut[j]]
+    table = values.clone()
+    j = len(u)
+    while j > 0:
+        table[cut[j]:j] = values[j - 1]
+        j = int(cut[j])
+    return table[torch.searchsorted(values, counts)]
+
+
 def by_kept_count(keep_mask: torch.Tensor, fn: Callable[[torch.Tensor | None, torch.Tensor, bool], object],
-                 bucket: int = 1):
+                 bucket: int = 1, call_share: float | None = None, prefix: int = 0):
     """fn(rows, index, padded) on groups of rows of keep_mask [B, n]; index long [b, L] holds each row's kept patches
-    in ascending order, then n (a pad) up to the group's length L. With bucket 1 a group is the rows of one kept
-    count (padded False); with bucket > 1 the counts ceil(m / bucket) shares, padded to the largest. rows is None
-    when every row keeps as many patches (then never padded). The groups' outputs (a tensor or a tuple of
-    tensors, each [b, ...]) come back as one per row, in keep_mask's row order."""
+    in ascending order, then n (a pad) up to the group's length L. The groups are `padded_lengths`' (bucket 1: the
+    rows of one kept count each, padded False). rows is None when every row keeps as many patches (then never
+    padded). The groups' outputs (a tensor or a tuple of tensors, each [b, ...]) come back as one per row, in
+    keep_mask's row order."""
     counts = keep_mask.sum(dim=1)
     n = keep_mask.shape[1]
-    lengths = counts if bucket == 1 else torch.minimum((counts + bucket - 1) // bucket * bucket, counts.new_tensor(n))
     if bool(counts.min() == counts.max()):
         return fn(None, keep_mask.nonzero()[:, 1].view(keep_mask.shape[0], -1), False)
+    lengths = padded_lengths(counts, n, bucket, call_share, prefix)
     positions = torch.arange(n, device=keep_mask.device)
     parts, order = [], []
     for length in lengths.unique().tolist():
@@ -83,8 +113,20 @@ class MaskableViT(VisionTransformer):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.masking = masking
-        # masking "drop", rows of mixed kept counts: counts within `drop_bucket` tokens share one padded call
+        # masking "drop", rows of mixed kept counts (`padded_lengths`): rule "bucket" pads counts within
+        # `drop_bucket` tokens to one call; rule "cost" makes a further call only where it saves `drop_call_share`
+        # of a full-token pass; "auto": "cost" on CUDA, "bucket" elsewhere
+        self.drop_rule = "auto"
         self.drop_bucket = 8  # measured: docs/metrics.md, "Token dropping"
+        self.drop_call_share = 0.05
+
+    def drop_groups(self, x: torch.Tensor) -> dict:
+        """by_kept_count's grouping options for an input on x's device."""
+        if self.drop_rule not in ("auto", "bucket", "cost"):
+            raise XaibenchError(f"unknown drop_rule {self.drop_rule!r}; valid: auto, bucket, cost")
+        cost = self.drop_rule == "cost" or (self.drop_rule == "auto" and x.is_cuda)
+        return dict(bucket=self.drop_bucket, call_share=self.drop_call_share if cost else None,
+                    prefix=self.num_prefix_tokens)
 
     @property
     def n_patches(self) -> int:
@@ -136,7 +178,7 @@ class MaskableViT(VisionTransformer):
             return self.forward_head(self.tokens(x, keep_mask))
         self._check_keep(x, keep_mask)
         return by_kept_count(keep_mask, lambda rows, index, padded: self.forward_head(
-            self.kept_tokens(x if rows is None else x[rows], index, padded)), self.drop_bucket)
+            self.kept_tokens(x if rows is None else x[rows], index, padded)), **self.drop_groups(x))
 
     def _check_keep(self, x: torch.Tensor, keep_mask: torch.Tensor) -> None:
         if keep_mask.shape != (x.shape[0], self.n_patches):
