@@ -11,6 +11,7 @@ Prints ratios measured in one run (the machines are noisy; absolute numbers vary
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -129,9 +130,11 @@ def compare_maskings(args) -> None:
         n = model.n_patches
         steps[masking] = _ofa_step(model, x, y, m, device)
     times = {masking: [] for masking in steps}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for masking, step in steps.items():
             times[masking].append(time_steps(step, device, args.repeats))
+            # a round's times as they come, so that a run stopped by a timeout still says something
+            print(f"round {r + 1}: {masking} {1e3 * times[masking][-1]:.1f} ms/step", file=sys.stderr, flush=True)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"OFA training step, {where}, arch {args.arch}, {args.img_size} px, n = {n} patches, batch {b}, M {m}; "
           f"median of {args.rounds} rounds of the median of {args.repeats} steps\n")

@@ -41,3 +41,35 @@ def test_sampled_shapley_is_efficient_and_seeded():
     assert torch.equal(phi, again)
     other = exact_shapley.sampled_shapley(model, x, y, 6, torch.Generator().manual_seed(1), batch_size=7)
     assert not torch.allclose(phi, other)
+
+
+def test_the_masking_benchmark_times_each_grouping_rule_it_is_given():
+    """bench_training --maskings with drop's rule variants (harness.masked_model): a row per variant, and each
+    round's time on stderr as it comes (what survives a timeout)."""
+    import subprocess
+    import sys
+
+    bench = EXPERIMENTS.parent / "benchmarks" / "bench_training.py"
+    done = subprocess.run([sys.executable, str(bench), "--device", "cpu", "--maskings", "token,drop@b1,drop@0.1",
+                           "--n-masks", "2", "--img-size", "16", "--patch-size", "4", "--batch-size", "2",
+                           "--repeats", "1", "--rounds", "2"], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert rows == ["token", "drop@b1", "drop@0.1"]
+    assert sum("round " in line for line in done.stderr.splitlines()) == 6
+
+
+def test_a_masking_variant_sets_the_drop_grouping_rule():
+    import sys
+
+    sys.path.insert(0, str(EXPERIMENTS.parent / "benchmarks"))
+    try:
+        from harness import masked_model
+    finally:
+        sys.path.pop(0)
+    kwargs = dict(img_size=16, patch_size=4, depth=1, embed_dim=32, num_heads=2)
+    bucket, cost, plain = (masked_model("ofa", v, **kwargs).encoder for v in ("drop@b1", "drop@0.1", "drop"))
+    assert (bucket.masking, bucket.drop_rule, bucket.drop_bucket) == ("drop", "bucket", 1)
+    assert (cost.drop_rule, cost.drop_call_share) == ("cost", 0.1)
+    assert plain.drop_rule == "auto" and masked_model("vit", "token", **kwargs).masking == "token"
