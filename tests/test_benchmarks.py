@@ -61,13 +61,10 @@ def test_the_masking_benchmark_times_each_grouping_rule_it_is_given():
 
 
 def test_a_masking_variant_sets_the_drop_grouping_rule():
-    import sys
-
-    sys.path.insert(0, str(EXPERIMENTS.parent / "benchmarks"))
-    try:
-        from harness import masked_model
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location("bench_harness", EXPERIMENTS.parent / "benchmarks" / "harness.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    masked_model = harness.masked_model
     kwargs = dict(img_size=16, patch_size=4, depth=1, embed_dim=32, num_heads=2)
     bucket, cost, plain = (masked_model("ofa", v, **kwargs).encoder for v in ("drop@b1", "drop@0.1", "drop"))
     assert (bucket.masking, bucket.drop_rule, bucket.drop_bucket) == ("drop", "bucket", 1)
