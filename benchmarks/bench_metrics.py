@@ -21,7 +21,6 @@ import torch
 from xaibench.metrics import rsrg, srg
 
 from harness import add_model_args, build_model, masked_model, sync
-from xaibench.models import create_model
 
 
 def timed(device: torch.device, fn, repeats: int = 1):

@@ -43,16 +43,11 @@ def read_run(folder: Path, cache: Path, data_root: str | None) -> dict:
         for row in csv.DictReader(f):
             if row["metric"] in ("srg", "rsrg") and row["dataset"] in out:
                 out[row["dataset"]]["scores"][(row["method"], row["metric"])] = float(row["mean"])
-    pooled = set()  # (dataset, pair) read from the seeds-pooled family ("all"), which wins over a seed's own
     with open(folder / "wilcoxon.csv") as f:
-        for row in csv.DictReader(f):
-            if row["metric"] in ("srg", "rsrg") and row["dataset"] in out:
+        for row in csv.DictReader(f):  # the seeds-pooled family ("all", also with one seed; no column before 0.4.0)
+            if row["metric"] in ("srg", "rsrg") and row["dataset"] in out and row.get("seed", "all") == "all":
                 key = (row["metric"], row["method_a"], row["method_b"])
-                seed = row.get("seed", "all")
-                if seed == "all" or (row["dataset"], key) not in pooled:
-                    out[row["dataset"]]["pairs"][key] = (float(row["mean_diff_x100"]), float(row["p_holm"]))
-                if seed == "all":
-                    pooled.add((row["dataset"], key))
+                out[row["dataset"]]["pairs"][key] = (float(row["mean_diff_x100"]), float(row["p_holm"]))
     return out
 
 

@@ -112,10 +112,10 @@ def _rows_by_kept(job_kept: torch.Tensor, n_images: int, batch_size: int, pack: 
     of every count in ascending count order, batch_size a chunk."""
     n_jobs = job_kept.numel()
     images = torch.arange(n_images, device=job_kept.device)
-    counts = [(images[:, None] * n_jobs + (job_kept == m).nonzero().squeeze(1)[None, :]).flatten()
-              for m in job_kept.unique().tolist()]
+    counts = ((images[:, None] * n_jobs + (job_kept == m).nonzero().squeeze(1)[None, :]).flatten()
+              for m in job_kept.unique().tolist())
     if pack:
-        yield from torch.cat(counts).split(batch_size)
+        yield from torch.cat(list(counts)).split(batch_size)
         return
     for rows in counts:
         yield from rows.split(batch_size)
