@@ -11,3 +11,7 @@ class DataFileError(XaibenchError):
 
 class ExplainerOutputError(XaibenchError):
     """An explainer returned the wrong shape or non-finite values."""
+
+
+class NotApplicable(Exception):
+    """A unit (or a method) that does not suit the model it was given (a ViT-only method on a CNN): shown as n/a."""

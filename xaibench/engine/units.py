@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from xaibench.errors import NotApplicable
+
 if TYPE_CHECKING:  # pragma: no cover
     from xaibench.engine.context import Context
 
@@ -25,10 +27,6 @@ class Unit:
     key: str
     deps: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
-
-
-class NotApplicable(Exception):
-    """Raised by a unit whose method does not suit the model (a ViT-only method on a CNN): shown as n/a."""
 
 
 @dataclass
