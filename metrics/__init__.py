@@ -10,14 +10,14 @@ Functional (device in, device out; see docs/metrics.md):
 with forward_fn(x [b, C, H, W], keep_mask bool [b, n]) -> probabilities [b, n_classes], inputs [B, C, H, W],
 attributions [B, n], targets long [B]; steps None = every k, int K = K evenly spaced k, list = those k.
 
-Registered (`xaibench list metrics`): srg, rsrg, insertion, deletion, plausibility (formerly localization, a name
-still accepted), truth (agreement with the model's exact object Shapley values). A runner does
+Registered (`xaibench list metrics`): srg, rsrg, insertion, deletion, plausibility, truth (agreement with the
+model's exact object Shapley values). A runner does
     metric = create_metric("srg", steps=None, batch_size=256)      # = METRICS.create(name, **options)
     out = metric(forward_fn, inputs, attributions, targets, ground_truth=None, generator=g)
     out.scores  # name -> [B];  out.curves  # name -> [B, K] at out.x [K]; out.srg, out.mif as attributes
     metric.compute(), metric.per_image(), metric.reset()
-Every call, functional or registered, returns one MetricResult (SRGResult, RSRGResult, CurveResult and
-MetricOutput are its former names). A class and its function share every option and default.
+Every call, functional or registered, returns one MetricResult. A class and its function share every option
+and default.
 score_higher_is_better(score) says which way a score is better (the tables bold by it).
 """
 from __future__ import annotations
@@ -27,12 +27,11 @@ from typing import Any
 from xaibench.registry import METRICS, list_metrics
 
 from .curves import keep_curves, resolve_steps, trapezoid_auc
-from .localization import localization_auroc, plausibility_auroc
-from .pixel_flipping import CurveResult, SRGResult, deletion, insertion, srg
+from .pixel_flipping import deletion, insertion, srg
+from .plausibility import plausibility_auroc
 from .result import MetricResult
-from .rsrg import RSRGResult, rsrg
-from .stateful import (RSRG, SRG, Deletion, Insertion, Localization, Metric, MetricOutput, Plausibility,
-                       score_higher_is_better)
+from .rsrg import rsrg
+from .stateful import RSRG, SRG, Deletion, Insertion, Metric, Plausibility, score_higher_is_better
 from .truth import ObjectTruth, TruthAgreement, object_agreement
 
 
@@ -41,7 +40,6 @@ def create_metric(name: str, **options: Any) -> Metric:
     return METRICS.create(name, **options)
 
 
-__all__ = ["CurveResult", "Deletion", "Insertion", "Localization", "Metric", "MetricOutput", "MetricResult", "RSRG",
-           "RSRGResult", "SRG", "SRGResult", "create_metric", "deletion", "insertion", "keep_curves", "list_metrics",
-           "localization_auroc", "object_agreement", "ObjectTruth", "plausibility_auroc", "Plausibility",
-           "resolve_steps", "TruthAgreement", "rsrg", "score_higher_is_better", "srg", "trapezoid_auc"]
+__all__ = ["Deletion", "Insertion", "Metric", "MetricResult", "ObjectTruth", "Plausibility", "RSRG", "SRG",
+           "TruthAgreement", "create_metric", "deletion", "insertion", "keep_curves", "list_metrics", "object_agreement",
+           "plausibility_auroc", "resolve_steps", "rsrg", "score_higher_is_better", "srg", "trapezoid_auc"]

@@ -12,10 +12,6 @@ from .curves import ForwardFn, Steps, check_shapes, keep_curves, ranks_of, resol
 from .result import MetricResult
 
 
-# The former result classes, now names of the one MetricResult (kept so that old imports work).
-SRGResult = CurveResult = MetricResult
-
-
 def importance_ranks(attributions: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """rank [B, n]: 0 = most important patch; ties broken at random by `generator`."""
     return ranks_of(descending_order(attributions, generator))

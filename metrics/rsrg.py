@@ -12,9 +12,6 @@ from .curves import ForwardFn, Steps, check_shapes, keep_curves, ranks_of, resol
 from .result import MetricResult
 
 
-RSRGResult = MetricResult  # the former result class, a name of the one MetricResult
-
-
 def rsrg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
          n_draws: int = 4, steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
          eps: float = 1e-6, autocast: bool | None = None) -> MetricResult:

@@ -1,21 +1,21 @@
 """Model parameter randomization test (Adebayo et al. 2018): do a method's maps change when the model does?
 
-The model's stages are re-initialised one after the other from the output down (xaibench/models/randomize.py);
-after each, the same images are explained again and compared with the original maps by Spearman rank correlation
-per image, on the signed maps and on their absolute values. A method that explains the model must lose that
-correlation once the whole network is random; one whose maps stay (an edge detector, the random baseline) fails.
-Pure functions: tensors in, tensors out, no files.
+The model's stages are re-initialised one after the other from the output down (the caller builds the copies
+with xaibench/models/randomize.py); after each, the same images are explained again and compared with the original
+maps by Spearman rank correlation per image, on the signed maps and on their absolute values. A method that explains
+the model must lose that correlation once the whole network is random; one whose maps stay (an edge detector, the
+random baseline) fails.
+Pure functions of tensors and one callable; no model code, no files.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from xaibench.errors import XaibenchError
-from xaibench.models.randomize import randomized_copies
 
 SANITY_THRESHOLD = 0.5
 
@@ -49,31 +49,28 @@ def map_correlations(original: torch.Tensor, maps: torch.Tensor) -> tuple[torch.
     return spearman_rows(original, maps), spearman_rows(original.abs(), maps.abs())
 
 
-def cascading_randomization(model: nn.Module, make_explainer: Callable[[nn.Module], Any], x: torch.Tensor,
-                            targets: torch.Tensor, generator_factory: Callable[[], torch.Generator | None],
-                            weight_generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Explain x [B, C, H, W] for targets [B] with `model`, then with each cascading randomized copy of it.
+def cascading_randomization(explain: Callable[[nn.Module], torch.Tensor], copies: Iterable[tuple[str, nn.Module]],
+                            original: torch.Tensor) -> dict[str, Any]:
+    """Spearman correlation of the original maps [B, n] with explain(copy) for each (stage name, copy) of `copies`.
 
-    make_explainer(model) -> an explainer (`explain(x, targets, generator=...)`); each explanation gets a fresh
-    generator_factory() so a seeded method draws the same numbers for every model. The new weights come from
-    weight_generator (None: one more generator_factory(), which must then give a generator). Returns
-    {"stages": [stage names, top first], "spearman": [n_stages, B] Spearman(original map, randomized map) per image,
-    "spearman_abs": the same on absolute values}, on x's device. `model` itself is left as it was.
+    explain(network) -> attributions [B, n] of the same images and targets for any network; the caller makes the
+    explainer, loads fitted state and gives it a fresh generator each time, so a seeded method draws the same
+    numbers for every network (`original` is explain(model) made the same way). `copies` is read one pair at a
+    time and each copy is dropped before the next is asked for: with xaibench.models.randomize.randomized_copies
+    (model, generator), which draws the new weights lazily, one copy is in memory at a time. Returns {"stages":
+    [stage names, in the order given], "spearman": [n_stages, B] Spearman(original map, copy's map) per image,
+    "spearman_abs": the same on absolute values}, on the maps' device.
     """
-    if weight_generator is None:
-        weight_generator = generator_factory()
-    if weight_generator is None:
-        raise XaibenchError("cascading randomization needs a seeded generator for the new weights "
-                            "(generator_factory returned None and no weight_generator was given)")
-    original = make_explainer(model).explain(x, targets, generator=generator_factory()).attributions
     stages, rho, rho_abs = [], [], []
-    for stage, randomized in randomized_copies(model, weight_generator):
-        maps = make_explainer(randomized).explain(x, targets, generator=generator_factory()).attributions
+    for stage, randomized in copies:
+        maps = explain(randomized)
         stages.append(stage)
         signed, absolute = map_correlations(original, maps)
         rho.append(signed)
         rho_abs.append(absolute)
         del randomized, maps
+    if not stages:
+        raise XaibenchError("cascading randomization needs at least one (stage, network) copy; got none")
     return {"stages": stages, "spearman": torch.stack(rho), "spearman_abs": torch.stack(rho_abs)}
 
 

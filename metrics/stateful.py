@@ -15,13 +15,10 @@ import torch
 from xaibench.registry import METRICS, register_metric
 
 from .curves import ForwardFn, Steps
-from .localization import plausibility_auroc
 from .pixel_flipping import deletion, insertion, srg
+from .plausibility import plausibility_auroc
 from .result import MetricResult
 from .rsrg import rsrg
-
-
-MetricOutput = MetricResult  # the former name of what a registered metric returns
 
 
 class Metric:
@@ -165,10 +162,6 @@ class Plausibility(Metric):
         if ground_truth is None:
             raise ValueError(f"metric {self.main_score!r} needs a ground-truth patch mask [B, n]")
         return MetricResult({"plausibility": plausibility_auroc(attributions, ground_truth)})
-
-
-Localization = Plausibility  # its former name; METRICS maps "localization" to "plausibility" with a warning
-METRICS.alias("localization", "plausibility")
 
 
 def _metric_classes() -> dict[str, type[Metric]]:

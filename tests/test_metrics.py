@@ -1,17 +1,16 @@
 """SRG, R-SRG, insertion/deletion and plausibility against plain loops, known answers and sklearn."""
 from __future__ import annotations
 
+import copy
+import inspect
+
 import pytest
 import torch
 from torch import nn
 
-import copy
-import inspect
-
-from xaibench.metrics import (RSRG, SRG, CurveResult, Deletion, Insertion, MetricOutput, MetricResult, RSRGResult,
-                              SRGResult, create_metric, deletion, insertion, localization_auroc,
+from xaibench.metrics import (RSRG, SRG, Deletion, Insertion, MetricResult, create_metric, deletion, insertion,
                               plausibility_auroc, resolve_steps, rsrg, score_higher_is_better, srg)
-from xaibench.registry import list_metrics
+from xaibench.registry import METRICS, UnknownNameError, list_metrics
 from xaibench.sampling import minmax, weighted_order
 
 SIDE, PATCH = 8, 2
@@ -166,9 +165,9 @@ def test_true_contributions_beat_shuffled_copies_on_an_additive_model():
 
     true_srg, true_rsrg = scores(contributions, 0)
     assert true_srg.mean() > 0.2 and true_rsrg.mean() > 0.05
-    for copy in range(5):
+    for shuffle_index in range(5):
         shuffle = torch.rand(n_images, 16, generator=g).argsort(dim=1)
-        other_srg, other_rsrg = scores(contributions.gather(1, shuffle), copy + 1)
+        other_srg, other_rsrg = scores(contributions.gather(1, shuffle), shuffle_index + 1)
         # The true order maximises every kept partial sum, so it wins image by image for SRG.
         assert (true_srg >= other_srg - 1e-12).all()
         assert true_srg.mean() > other_srg.mean() + 0.1
@@ -223,7 +222,6 @@ def test_plausibility_auroc_matches_sklearn():
                               torch.randint(0, 3, (3, 20), generator=g).float()])  # rows 3..5 have ties
     truth = torch.rand(6, 20, generator=g) < 0.3
     truth[:, 0], truth[:, 1] = True, False
-    assert localization_auroc is plausibility_auroc  # the former name stays importable
     auroc = plausibility_auroc(attributions, truth)
     for b in range(6):
         expected = metrics.roc_auc_score(truth[b].numpy(), attributions[b].numpy())
@@ -235,7 +233,6 @@ def test_plausibility_auroc_matches_sklearn():
 
 def test_registered_metrics_accumulate_per_image_scores():
     assert {"srg", "rsrg", "insertion", "deletion", "plausibility"} <= set(list_metrics())
-    assert "localization" not in list_metrics()  # a deprecated alias, not a metric of its own
     model = PatchMLP(seed=14)
     inputs, attributions, targets = make_batch(6, seed=15)
     metric = create_metric("srg", steps=5, batch_size=16)
@@ -265,6 +262,21 @@ def test_registered_metrics_accumulate_per_image_scores():
     assert plausibility.compute()["plausibility"] == 1
 
 
+def test_the_names_0_5_0_dropped_are_unknown():
+    """`localization` (now `plausibility`) and the former result-type names are gone: a config or an import naming
+    one fails at once, with the valid names."""
+    for lookup in (lambda: create_metric("localization"), lambda: METRICS.resolve(["localization"])):
+        with pytest.raises(UnknownNameError, match="unknown metric 'localization'; valid names: .*plausibility"):
+            lookup()
+    assert "localization" not in METRICS
+    import xaibench.metrics as metrics
+
+    for former in ("localization_auroc", "Localization", "MetricOutput", "SRGResult", "RSRGResult", "CurveResult"):
+        assert not hasattr(metrics, former), former
+    with pytest.raises(ModuleNotFoundError):
+        import xaibench.metrics.localization  # noqa: F401
+
+
 @pytest.mark.parametrize("cls, function", [(SRG, srg), (RSRG, rsrg), (Insertion, insertion), (Deletion, deletion)])
 def test_a_metric_class_and_its_function_share_options_and_defaults(cls, function):
     class_options = {name: p.default for name, p in inspect.signature(cls).parameters.items()}
@@ -276,7 +288,6 @@ def test_a_metric_class_and_its_function_share_options_and_defaults(cls, functio
 def test_class_and_function_give_the_same_result_of_one_type():
     model = PatchMLP(seed=18)
     inputs, attributions, targets = make_batch(3, seed=19)
-    assert SRGResult is RSRGResult is CurveResult is MetricOutput is MetricResult
     for name, function, options in (("srg", srg, {}), ("rsrg", rsrg, {"n_draws": 2}), ("insertion", insertion, {}),
                                     ("deletion", deletion, {})):
         direct = function(model.forward_fn, inputs, attributions, targets, steps=5,

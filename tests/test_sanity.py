@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from xaibench.errors import XaibenchError
-from xaibench.methods import create_method
+from xaibench.methods import create_method, run_explainer
 from xaibench.metrics.sanity import cascading_randomization, passes_sanity, spearman_rows
 from xaibench.models import build_classifier, wrap_classifier
 from xaibench.models.randomize import cascade_stages, randomized_copies
@@ -188,9 +188,13 @@ def test_gradient_maps_change_under_randomization_and_random_maps_do_not(models)
     x = torch.rand(8, 1, 28, 28, generator=draw(7)) * 2 - 1
     targets = torch.arange(8) % 3
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    results = {method: cascading_randomization(model, lambda m, method=method: create_method(method, m), x, targets,
-                                               lambda: draw(8))
-               for method in ("grad", "random")}
+
+    def sanity(method):
+        def explain(network):
+            return run_explainer(create_method(method, network), x, targets, generator=draw(8)).attributions
+        return cascading_randomization(explain, randomized_copies(model, draw(8)), explain(model))
+
+    results = {method: sanity(method) for method in ("grad", "random")}
     grad, random = results["grad"], results["random"]
     assert grad["stages"] == VIT_STAGES and grad["spearman"].shape == grad["spearman_abs"].shape == (6, 8)
     assert grad["spearman"][-1].mean() < 0.35  # measured 0.17 (0.13-0.22 over 4 seeds)
@@ -198,3 +202,27 @@ def test_gradient_maps_change_under_randomization_and_random_maps_do_not(models)
     torch.testing.assert_close(random["spearman"], torch.ones(6, 8))  # seeded draws: the same map every time
     assert not passes_sanity(random["spearman"])
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_cascading_randomization_explains_each_copy_as_it_comes():
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+    same, flipped, shuffled = nn.Identity(), nn.Identity(), nn.Identity()
+    maps = {id(same): x * 2, id(flipped): -x, id(shuffled): x[:, [0, 1, 3, 2]]}
+    events = []
+
+    def copies():
+        for stage, network in (("top", same), ("middle", flipped), ("bottom", shuffled)):
+            events.append(f"copy {stage}")
+            yield stage, network
+
+    def explain(network):
+        events.append("explain")
+        return maps[id(network)]
+
+    result = cascading_randomization(explain, copies(), x)
+    assert events == ["copy top", "explain", "copy middle", "explain", "copy bottom", "explain"]  # lazily, in turn
+    assert result["stages"] == ["top", "middle", "bottom"]
+    torch.testing.assert_close(result["spearman"], torch.tensor([[1.0, 1.0], [-1.0, -1.0], [0.8, 0.8]]))
+    torch.testing.assert_close(result["spearman_abs"], torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.8, 0.8]]))
+    with pytest.raises(XaibenchError, match="at least one"):
+        cascading_randomization(explain, [], x)

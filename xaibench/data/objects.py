@@ -24,6 +24,7 @@ import torch
 
 from xaibench.data.base import DatasetInfo, ImageDataset
 from xaibench.errors import XaibenchError
+from xaibench.geometry import default_patch_size
 from xaibench.registry import register_dataset
 
 SHAPES = ("plus", "disk", "ring", "saltire", "triangle", "ell", "bar", "dots")
@@ -208,8 +209,6 @@ def objects(split: str = "train", size: int = 28, root=None, download: bool = Fa
             patch: int | None = None, n_samples: int | None = None, seed: int = 0, margin: int = MARGIN) -> ObjectDataset:
     """Embedded default: objects with signed, graded, redundant and synergistic evidence; the trained model's
     exact object Shapley values are computable (no files)."""
-    from xaibench.models.base import default_patch_size
-
     if split not in SPLIT_SEED:
         raise XaibenchError(f"unknown split {split!r}; valid: {', '.join(SPLIT_SEED)}")
     patch = patch or default_patch_size(size)

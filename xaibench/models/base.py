@@ -9,14 +9,7 @@ import torch
 from torch import nn
 
 from xaibench.errors import XaibenchError
-
-DEFAULT_PATCH = {28: 4, 64: 8, 128: 16, 224: 16}
-
-
-def default_patch_size(img_size: int) -> int:
-    if img_size in DEFAULT_PATCH:
-        return DEFAULT_PATCH[img_size]
-    return max(p for p in (4, 8, 16) if img_size % p == 0 and img_size // p >= 4) if img_size % 4 == 0 else 1
+from xaibench.geometry import default_patch_size
 
 
 class MaskedClassifier(nn.Module):

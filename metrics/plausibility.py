@@ -1,4 +1,4 @@
-"""Plausibility (formerly "localization"): how well an attribution ranks the annotated patches first (per-image
+"""Plausibility: how well an attribution ranks the annotated patches first (per-image
 AUROC, on the device). It measures agreement with the data's annotation, not faithfulness to the model.
 
 Needs a ground-truth patch mask (e.g. the synthetic dataset's lesion); no forward passes.
@@ -30,5 +30,3 @@ def plausibility_auroc(attributions: torch.Tensor, ground_truth: torch.Tensor) -
     auroc = torch.where((n_pos > 0) & (n_neg > 0), auroc, torch.full_like(auroc, float("nan")))
     return auroc if attributions.dtype == torch.float64 else auroc.float()
 
-
-localization_auroc = plausibility_auroc  # its former name, kept for existing imports
