@@ -14,8 +14,8 @@ import argparse
 
 import torch
 
-from xaibench.methods import create_method
-from xaibench.metrics import localization_auroc, srg
+from xaibench.methods import create_method, run_explainer
+from xaibench.metrics import plausibility_auroc, srg
 from xaibench.training import DataSpec, load_trained
 
 
@@ -57,10 +57,10 @@ def main() -> None:
     truth = test.patch_masks(model.patch_size, slice(0, args.n_images)).to(args.device)
     exact = sampled_shapley(model, x, y, args.permutations, torch.Generator().manual_seed(0))
     for name in ("sampled Shapley", "ofa", "grad"):
-        a = exact if name == "sampled Shapley" else create_method(name, model).explain(x, y).attributions
+        a = exact if name == "sampled Shapley" else run_explainer(create_method(name, model), x, y).attributions
         score = srg(model.forward_fn, x, a, y, steps=13, generator=torch.Generator().manual_seed(1)).srg.mean().item()
         corr = torch.corrcoef(torch.stack([a.flatten().float(), exact.flatten()]))[0, 1].item()
-        print(f"{name:16s} localization {localization_auroc(a, truth).nanmean().item():.3f}  SRG {100 * score:6.2f}"
+        print(f"{name:16s} localization {plausibility_auroc(a, truth).nanmean().item():.3f}  SRG {100 * score:6.2f}"
               f"  correlation with sampled Shapley {corr:.3f}", flush=True)
 
 

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from xaibench.methods import create_method
-from xaibench.metrics import localization_auroc, rsrg, srg
+from xaibench.methods import create_method, run_explainer
+from xaibench.metrics import plausibility_auroc, rsrg, srg
 from xaibench.training import DataSpec, TrainConfig, classification_scores, predict_proba, train_model
 
 
@@ -32,12 +32,13 @@ def evaluate(model, test, device, n_eval: int, steps: int) -> dict[str, float]:
                          generator=torch.Generator().manual_seed(1)).srg.mean().item()
 
     for name in ("ofa", "grad", "attn"):
-        attributions = create_method(name, model).explain(x, y, generator=torch.Generator().manual_seed(0)).attributions
+        explanation = run_explainer(create_method(name, model), x, y, generator=torch.Generator().manual_seed(0))
+        attributions = explanation.attributions
         row[f"{name} SRG"] = srg_x100(attributions)
         row[f"{name} R-SRG"] = 100 * rsrg(model.forward_fn, x, attributions, y, steps=steps, n_draws=2,
                                           batch_size=1024, generator=torch.Generator().manual_seed(2)).rsrg.mean().item()
         if truth is not None:
-            row[f"{name} loc"] = localization_auroc(attributions, truth.to(device)).nanmean().item()
+            row[f"{name} loc"] = plausibility_auroc(attributions, truth.to(device)).nanmean().item()
     if truth is not None:
         row["truth SRG"] = srg_x100(truth.to(device).float())
     return row

@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from xaibench import __version__
-from xaibench.defaults import DEFAULT_RUN, PRESETS
+from xaibench.defaults import PRESETS
 from xaibench.errors import XaibenchError
 from xaibench.registry import DATASETS, METHODS, METRICS, MODELS, UnknownNameError
 
@@ -41,7 +41,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     from xaibench.data import download, is_embedded, resolve_datasets
 
-    names = args.datasets or args.datasets_positional
+    names = args.datasets
     if not names:
         raise XaibenchError("no dataset named: give --datasets NAME[,NAME...] (or 'all' for the paper's nine)")
     for name in resolve_datasets(names):
@@ -80,14 +80,15 @@ _non_negative_float = _bounded(float, lambda value: value >= 0, "a number of day
 _non_negative_int = _bounded(int, lambda value: value >= 0, "an integer >= 0")
 
 
-def _grid(args: argparse.Namespace):
-    """The Grid of --backend/--jobs/--scheduler/--threads (checked here: a missing extra is a usage error)."""
-    from xaibench.engine.grid import Grid
+def _execution(args: argparse.Namespace):
+    """The ExecutionConfig of --backend/--jobs/--scheduler/--threads (checked here: a missing extra is a usage
+    error)."""
+    from xaibench.engine.backends import ExecutionConfig
 
-    grid = Grid(args.backend, args.jobs, args.scheduler, args.threads, tuple(args.plugins or ()),
-                getattr(args, "compile", None), args.unit_timeout)
-    grid.check_installed()
-    return grid
+    execution = ExecutionConfig(args.backend, args.jobs, args.scheduler, args.threads, tuple(args.plugins or ()),
+                                getattr(args, "compile", None), args.unit_timeout)
+    execution.check_installed()
+    return execution
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
@@ -115,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xaibench.config import parse_overrides, read_config
     from xaibench.data import resolve_datasets
     from xaibench.logs import setup_logging
-    from xaibench.runner import RunFailedError, resolve_device, run_table1
+    from xaibench.runner import RunFailedError, TrainRequest, resolve_device, run_table1
 
     from xaibench.engine.options import preset_config
     from xaibench.training import distributed
@@ -129,11 +130,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     size = args.size or (preset_config(args.preset)["run"]["size"] if args.preset else 28)
     models, datasets, device = MODELS.resolve(args.models), resolve_datasets(args.datasets), resolve_device(args.device)
     out = Path(args.out)
+    request = TrainRequest(models, datasets, out, device, size=size, seeds=args.seeds, config=config,
+                           overrides=parse_overrides(args.set), root=args.data_root,
+                           cache=Path(args.cache) if args.cache else None, keep_going=args.keep_going,
+                           progress=not args.quiet, dry_run=args.dry_run, execution=_execution(args))
     try:
-        result = run_table1(models, datasets, size=size, root=args.data_root, seeds=args.seeds, out=out,
-                            device=device, config=config, overrides=parse_overrides(args.set),
-                            cache=Path(args.cache) if args.cache else None, progress=not args.quiet,
-                            keep_going=args.keep_going, dry_run=args.dry_run, grid=_grid(args))
+        result = run_table1(request)
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -143,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _report_failures(result)
 
 
-def _steps(text: str) -> int | str:
+def _curve_points(text: str) -> int | str:
     if text == "all":
         return text
     try:
@@ -153,12 +155,8 @@ def _steps(text: str) -> int | str:
 
 
 def _run_flags(args: argparse.Namespace) -> dict:
-    if args.steps is not None:
-        print("xaibench: warning: --steps is deprecated (it collides with the training option 'steps'); "
-              "use --curve-points", file=sys.stderr)
-    curve_points = args.curve_points if args.curve_points is not None else args.steps
     return {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "size": args.size,
-            "n_test": args.n_test, "steps": curve_points, "target": args.target, "model": args.model,
+            "n_test": args.n_test, "curve_points": args.curve_points, "target": args.target, "model": args.model,
             "checkpoint": args.checkpoint, "figures": False if args.no_figures else None}
 
 
@@ -168,20 +166,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from xaibench.config import parse_overrides, read_config
     from xaibench.logs import setup_logging
-    from xaibench.runner import RunFailedError, RunOptions, resolve_device, run_benchmark, run_config
+    from xaibench.runner import RunFailedError, RunRequest, run_benchmark
 
     started = time.perf_counter()
     _load_plugins(args)
     setup_logging(args.quiet)
-    config, overrides = run_config(read_config(args.config), _run_flags(args), parse_overrides(args.set), args.preset)
-    options = RunOptions.from_dict(config["run"])
-    device, out = resolve_device(args.device), Path(args.out)
+    out = Path(args.out)
+    request = RunRequest.build(read_config(args.config), _run_flags(args), parse_overrides(args.set), args.preset,
+                               out=out, device=args.device, root=args.data_root,
+                               cache=Path(args.cache) if args.cache else None, keep_going=args.keep_going,
+                               progress=not args.quiet, train_baselines=args.train_baselines,
+                               command=["xaibench", *sys.argv[1:]], dry_run=args.dry_run,
+                               save_maps=args.save_attributions, execution=_execution(args))
     try:
-        result = run_benchmark(options, config=config, overrides=overrides, root=args.data_root, out=out,
-                               device=device, cache=Path(args.cache) if args.cache else None,
-                               keep_going=args.keep_going, progress=not args.quiet,
-                               train_baselines=args.train_baselines, command=["xaibench", *sys.argv[1:]],
-                               dry_run=args.dry_run, save_maps=args.save_attributions, grid=_grid(args))
+        result = run_benchmark(request)
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -216,17 +214,17 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (every unit, cached or to do) and exit; nothing is trained or written")
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no training log")
-    grid = parser.add_argument_group("where units run (the results do not depend on it at equal --threads)")
-    grid.add_argument("--backend", default="serial", choices=["serial", "loky", "dask", "ray"],
+    where = parser.add_argument_group("where units run (the results do not depend on it at equal --threads)")
+    where.add_argument("--backend", default="serial", choices=["serial", "loky", "dask", "ray"],
                       help="serial: one unit after another in this process (default); loky: --jobs local worker "
                            "processes; dask: a dask.distributed cluster (--scheduler, else a local one of --jobs "
                            "workers; pip install 'xaibench[dask]'); ray: ray's joblib backend ('xaibench[ray]')")
-    grid.add_argument("--jobs", type=_positive_int, default=1,
+    where.add_argument("--jobs", type=_positive_int, default=1,
                       help="parallel workers (default 1; with loky, dask or ray; one GPU each when several)")
-    grid.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="address of a running dask scheduler")
-    grid.add_argument("--unit-timeout", type=_positive_float, metavar="SECONDS",
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="address of a running dask scheduler")
+    where.add_argument("--unit-timeout", type=_positive_float, metavar="SECONDS",
                       help="a unit that runs longer fails (named, like any failed unit; serial and loky backends)")
-    grid.add_argument("--threads", type=_positive_int,
+    where.add_argument("--threads", type=_positive_int,
                       help="torch intra-op threads per unit (default: all cores when serial, cores/jobs in a "
                            "worker). CPU results depend on it: equal --threads give byte-identical tables")
 
@@ -245,8 +243,6 @@ def _add_download(sub) -> None:
     p_dl = sub.add_parser("download", help="fetch MedMNIST+ files into the data root (needs network)",
                           description="Download MedMNIST+ release files through medmnist and verify their MD5. "
                                       "Fails fast when the host cannot be reached.")
-    p_dl.add_argument("datasets_positional", nargs="?", metavar="DATASETS",
-                      help="deprecated spelling of --datasets")
     p_dl.add_argument("--datasets", help="comma-separated names, or 'all' for the paper's nine")
     p_dl.add_argument("--size", type=int, default=28, choices=[28, 64, 128, 224], help="image side (default 28)")
     p_dl.add_argument("--data-root", help="folder of the npz files (default $XAIBENCH_DATA, else ~/.medmnist)")
@@ -282,7 +278,7 @@ RUN_DESCRIPTION = (
     "cost, Wilcoxon tests, intervals), scores_long.csv, figures and manifest.json into --out. The run is planned "
     "first (--dry-run prints the plan); every unit is cached, so a killed run resumes where it stopped.")
 RUN_EPILOG = (
-    "Defaults live in xaibench/defaults.py (DEFAULT_RUN). A --config FILE (TOML/JSON: [run], [train], "
+    "Defaults are RunOptions' (xaibench/engine/options.py). A --config FILE (TOML/JSON: [run], [train], "
     "[train.<model>], [data.<name>], [model]) is laid over them key by key, then the flags, then --set: "
     "'--set steps=300' sets a training option, '--set run.n_draws=4' a run option, "
     "'--set data.objects.n_samples=500' a dataset option, '--set run.sanity_images=0' turns the sanity checks "
@@ -293,7 +289,9 @@ RUN_EPILOG = (
 def _add_run(sub) -> None:
     p_run = sub.add_parser("run", help="the whole benchmark: train/load OFA, explain, score (SRG, R-SRG), write "
                                        "Table 2 and figures", description=RUN_DESCRIPTION, epilog=RUN_EPILOG)
-    defaults = DEFAULT_RUN["run"]
+    from xaibench.engine.options import RunOptions
+
+    defaults = RunOptions.defaults()
 
     def listed(key: str) -> str:
         value = defaults[key]
@@ -305,9 +303,8 @@ def _add_run(sub) -> None:
     p_run.add_argument("--seeds", type=_comma_ints, help=f"comma-separated seeds (default {listed('seeds')})")
     p_run.add_argument("--n-test", type=int, help=f"explain and score the first N test images "
                                                   f"(default {listed('n_test')})")
-    p_run.add_argument("--curve-points", type=_steps, help="points per SRG/R-SRG curve, k = 0..n evenly spaced, "
-                                                           f"or 'all' (default {listed('steps')})")
-    p_run.add_argument("--steps", type=_steps, help="deprecated alias of --curve-points (kept for one release)")
+    p_run.add_argument("--curve-points", type=_curve_points, help="points per SRG/R-SRG curve, k = 0..n evenly spaced, "
+                                                           f"or 'all' (default {listed('curve_points')})")
     p_run.add_argument("--target", choices=["label", "predicted"],
                        help=f"class explained and scored: label = ground truth (default {listed('target')})")
     p_run.add_argument("--model", help=f"the network explained: a registered name, or torchvision:NAME / timm:NAME "

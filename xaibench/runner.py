@@ -18,19 +18,72 @@ import pandas as pd
 import torch
 
 from xaibench.data import data_root, is_embedded
-from xaibench.engine.grid import Grid
-from xaibench.tables import gate_warnings
+from xaibench.devices import resolve_device
+from xaibench.engine import (BASELINE_MODELS, TARGETS, Context, ExecutionConfig, Frames, Plan, RunFailedError,
+                             RunOptions, Unit, cached_units, collect, environment, execute, one_line, plan_run,
+                             plan_train, publish, run_config, save_attributions, staged, train_config_for,
+                             write_figures, write_manifest, write_run_outputs, write_table1)
 from xaibench.errors import XaibenchError
+from xaibench.tables import gate_warnings
 from xaibench.training import distributed, train_model
-from xaibench.engine import (BASELINE_MODELS, TARGETS, Context, Frames, Plan, RunFailedError, RunOptions, Unit,
-                             cached_units, collect, environment, execute, one_line, plan_run, plan_train,
-                             resolve_device, run_config, save_attributions, train_config_for, write_figures,
-                             write_manifest, write_run_outputs, write_table1, publish, staged)
 
-__all__ = ["BASELINE_MODELS", "TARGETS", "RunFailedError", "RunOptions", "RunResult", "describe_plan",
-           "resolve_device", "run_benchmark", "run_config", "run_table1", "train_config_for"]
+__all__ = ["BASELINE_MODELS", "TARGETS", "RunFailedError", "RunOptions", "RunRequest", "RunResult", "TrainRequest",
+           "describe_plan", "resolve_device", "run_benchmark", "run_config", "run_table1", "train_config_for"]
 
 logger = logging.getLogger("xaibench.run")
+
+
+@dataclass
+class RunRequest:
+    """Everything one `xaibench run` needs besides the cache's contents: what to run (`options`, the whole
+    `config` it came from and the training `overrides` of --set), where to write (`out`), where to compute
+    (`device`, `cache`, `execution`) and how to behave (`keep_going`, `dry_run`, ...). `RunRequest.build` makes one
+    from the same layers as the command line (defaults, preset, config file, flags, --set)."""
+
+    options: RunOptions
+    out: Path
+    device: torch.device
+    config: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    root: str | None = None  # --data-root
+    cache: Path | None = None
+    keep_going: bool = False
+    progress: bool = True
+    train_baselines: bool = False
+    command: list[str] | None = None  # recorded in the manifest
+    dry_run: bool = False
+    save_maps: bool = False  # --save-attributions
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    @classmethod
+    def build(cls, file_config: dict[str, Any] | None = None, flags: dict[str, Any] | None = None,
+              overrides: dict[str, Any] | None = None, preset: str | None = None, *, out: str | Path,
+              device: str | torch.device | None = "auto", **rest: Any) -> "RunRequest":
+        """The request of `xaibench run` with these layers; `rest` are the other fields (cache, keep_going, ...)."""
+        config, train_overrides = run_config(file_config or {}, flags, overrides, preset)
+        options = RunOptions.from_dict(config["run"])
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        return cls(options, Path(out), device, config, train_overrides, **rest)
+
+
+@dataclass
+class TrainRequest:
+    """Everything one `xaibench train` (Table 1) needs: models x datasets x seeds, and where and how to run."""
+
+    models: list[str]
+    datasets: list[str]
+    out: Path
+    device: torch.device
+    size: int = 28
+    seeds: list[int] = field(default_factory=lambda: [0])
+    config: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    root: str | None = None
+    cache: Path | None = None
+    keep_going: bool = False
+    progress: bool = True
+    dry_run: bool = False
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
 @dataclass
@@ -66,38 +119,35 @@ def check_pretrained(plan: list[Unit], ctx: Context) -> None:
     from xaibench.models.pretrained import pretrained_source
 
     todo = [unit for unit in plan if unit.kind == "train" and unit.key not in cached_units([unit], ctx)]
-    for spec in sorted({str(unit.params["config"].model.pretrained) for unit in todo
-                        if str(unit.params["config"].model.pretrained or "").startswith("timm:")}):
+    for spec in sorted({str(unit.params.config.model.pretrained) for unit in todo
+                        if str(unit.params.config.model.pretrained or "").startswith("timm:")}):
         pretrained_source(spec, in_chans=3)
 
 
-def _executed(plan: Plan, ctx: Context, keep_going: bool, grid: Grid | None) -> dict:
+def _executed(plan: Plan, ctx: Context, keep_going: bool, execution: ExecutionConfig | None) -> dict:
     check_pretrained(plan, ctx)
-    return execute(plan, ctx, on_error="continue" if keep_going else "stop", grid=grid)
+    return execute(plan, ctx, on_error="continue" if keep_going else "stop", execution=execution)
 
 
-def run_table1(models: list[str], datasets: list[str], *, size: int = 28, root: str | None = None,
-               seeds: list[int] = (0,), out: Path, device: torch.device, config: dict[str, Any] | None = None,
-               overrides: dict[str, Any] | None = None, cache: Path | None = None, progress: bool = True,
-               keep_going: bool = False, dry_run: bool = False, grid: Grid | None = None) -> RunResult:
-    """Train (or load) each model on each dataset and seed; test AUC/ACC; write Table 1 into `out`."""
-    started, config, out = time.perf_counter(), config or {}, Path(out)
-    plan = plan_train(list(models), list(datasets), list(seeds), size=size, root=root, config=config,
-                      overrides=overrides or {}, device=device)
-    ctx = Context(device, cache, progress, compile=(grid or Grid()).compile)
-    if dry_run:
+def run_table1(request: TrainRequest) -> RunResult:
+    """Train (or load) each model on each dataset and seed; test AUC/ACC; write Table 1 into `request.out`."""
+    started, r, out = time.perf_counter(), request, Path(request.out)
+    plan = plan_train(list(r.models), list(r.datasets), list(r.seeds), size=r.size, root=r.root, config=r.config,
+                      overrides=r.overrides, device=r.device)
+    ctx = Context(r.device, r.cache, r.progress, compile=r.execution.compile)
+    if r.dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
-    alone = contextlib.nullcontext()
+    alone, execution = contextlib.nullcontext(), r.execution
     if distributed.world_size() > 1:  # under torchrun: every rank trains, then rank 0 alone reports
-        if not _trained_under_torchrun(plan, ctx, device, grid):
+        if not _trained_under_torchrun(plan, ctx, r.device, execution):
             return RunResult(pd.DataFrame(), out, n_units=len(plan))
-        alone, grid = distributed.local_only(), None
+        alone, execution = distributed.local_only(), None
     with claim_out(out), alone:
-        outcomes = _executed(plan, ctx, keep_going, grid)
+        outcomes = _executed(plan, ctx, r.keep_going, execution)
         frames = collect(plan, outcomes, ctx)
         with staged(out) as stage:
-            files = publish(stage, out, write_table1(stage, frames, config, device) if len(frames.table1) else [])
+            files = publish(stage, out, write_table1(stage, frames, r.config, r.device) if len(frames.table1) else [])
     return _result(frames, out, files, outcomes, started)
 
 
@@ -130,15 +180,16 @@ def claim_out(out: Path):
         lock.release()
 
 
-def _trained_under_torchrun(plan: Plan, ctx: Context, device: torch.device, grid: Grid | None) -> bool:
+def _trained_under_torchrun(plan: Plan, ctx: Context, device: torch.device,
+                            execution: ExecutionConfig | None) -> bool:
     """`torchrun ... -m xaibench.cli train`: the plan's trainings as DDP collectives, in plan order on every rank
     (each rank trains the same checkpoints). True on rank 0, which then runs the engine alone (cache hits)."""
-    if grid is not None and grid.parallel:
+    if execution is not None and execution.parallel:
         raise XaibenchError("under torchrun the ranks are the workers: use --backend serial")
     for unit in plan:
         if unit.kind == "train":
             p = unit.params
-            train_model(p["model"], p["spec"], p["config"], p["seed"], device, ctx.cache_root,
+            train_model(p.model, p.spec, p.config, p.seed, device, ctx.cache_root,
                         ctx.progress and distributed.rank() == 0)
     distributed.shutdown()
     return distributed.rank() == 0
@@ -150,39 +201,34 @@ def _result(frames: Frames, out: Path, files: list[Path], outcomes: dict, starte
                      sum(u["cached"] for u in frames.units.values()), time.perf_counter() - started, skipped)
 
 
-def run_benchmark(options: RunOptions, *, config: dict[str, Any], overrides: dict[str, Any] | None = None,
-                  root: str | None = None, out: str | Path, device: torch.device, cache: Path | None = None,
-                  keep_going: bool = False, progress: bool = True, train_baselines: bool = False,
-                  command: list[str] | None = None, dry_run: bool = False,
-                  save_maps: bool = False, grid: Grid | None = None) -> RunResult:
+def run_benchmark(request: RunRequest) -> RunResult:
     """Train or load the evaluated network per dataset and seed, explain the first n_test test images with
     every method, score them with every metric, and write Table 2, side tables, figures and a manifest.
 
     Every unit (train, explain, score) is cached on disk by a hash of its inputs, so a killed run resumes.
     A failing unit raises RunFailedError, or with keep_going is recorded in the result and its dependents skipped.
     """
-    started, out, overrides = time.perf_counter(), Path(out), overrides or {}
-    plan, setup = plan_run(options, config=config, overrides=overrides, root=root, device=device,
-                           train_baselines=train_baselines)
-    ctx = Context(device, cache, progress, compile=(grid or Grid()).compile)
+    started, r, out = time.perf_counter(), request, Path(request.out)
+    plan, setup = plan_run(r.options, config=r.config, overrides=r.overrides, root=r.root, device=r.device,
+                           train_baselines=r.train_baselines)
+    ctx = Context(r.device, r.cache, r.progress, compile=r.execution.compile)
     for unit in plan:  # the test splits the plan read: not read again
-        if "spec" in unit.params and unit.params["spec"].name in setup.tests:
-            ctx.test_split(unit.params["spec"], setup.tests[unit.params["spec"].name])
-    if dry_run:
+        spec = getattr(unit.params, "spec", None)
+        if spec is not None and spec.name in setup.tests:
+            ctx.test_split(spec, setup.tests[spec.name])
+    if r.dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
-    _probe(options, config, overrides, setup, ctx, plan, keep_going)
+    _probe(r, setup, ctx, plan)
     with claim_out(out):
-        outcomes = _executed(plan, ctx, keep_going, grid)
+        outcomes = _executed(plan, ctx, r.keep_going, r.execution)
         with staged(out) as stage:  # every file, or none: a failure here leaves --out as it was
-            result = _benchmark_outputs(plan, outcomes, ctx, options, config, overrides, root, stage, device,
-                                        keep_going, command, save_maps, grid, started)
+            result = _benchmark_outputs(r, plan, outcomes, ctx, stage, started)
             result.files, result.out = publish(stage, out, result.files), out
         return result
 
 
-def _probe(options: RunOptions, config: dict[str, Any], overrides: dict[str, Any], setup, ctx: Context,
-           plan: Plan, keep_going: bool) -> None:
+def _probe(request: RunRequest, setup, ctx: Context, plan: Plan) -> None:
     """Every method on an untrained network before any training (engine/probe.py), once per data shape; skipped
     when every explanation is cached already. With --keep-going a failure is a warning: its unit fails later."""
     from xaibench.engine.probe import probe_methods
@@ -192,37 +238,36 @@ def _probe(options: RunOptions, config: dict[str, Any], overrides: dict[str, Any
     shapes = {(t.info.in_chans, t.info.n_classes, t.info.size): t.info for t in setup.tests.values()}
     for info in shapes.values():
         try:
-            probe_methods(options, config, overrides, info, ctx.device)
+            probe_methods(request.options, request.config, request.overrides, info, ctx.device)
         except XaibenchError as error:
-            if not keep_going:
+            if not request.keep_going:
                 raise
             logger.warning(f"{error} (--keep-going: its units run and fail on their own)")
 
 
-def _benchmark_outputs(plan: Plan, outcomes: dict, ctx: Context, options: RunOptions, config: dict[str, Any],
-                       overrides: dict[str, Any], root: str | None, out: Path, device: torch.device,
-                       keep_going: bool, command: list[str] | None, save_maps: bool, grid: Grid | None,
+def _benchmark_outputs(request: RunRequest, plan: Plan, outcomes: dict, ctx: Context, out: Path,
                        started: float) -> RunResult:
     """Collect the outcomes and write Table 2, the side tables, figures, maps and the manifest into `out`."""
+    r, options = request, request.options
     frames = collect(plan, outcomes, ctx, options.n_figure_images if options.figures else 0)
     for warning in gate_warnings(frames.gates):  # the tables' captions and notes say it too
         logger.warning(warning)
     files = write_run_outputs(out, frames, options.methods, options.datasets)
-    files += _optional_outputs(out, frames, options, keep_going, save_maps)
+    files += _optional_outputs(out, frames, options, r.keep_going, r.save_maps)
     if len(frames.table1):
-        files += write_table1(out, frames, config, device)
+        files += write_table1(out, frames, r.config, r.device)
     result = _result(frames, out, files, outcomes, started)
-    record = environment(config, device, {label: unit["seconds"] for label, unit in frames.units.items()})
+    record = environment(r.config, r.device, {label: unit["seconds"] for label, unit in frames.units.items()})
     record.update({
-        "command": command, "options": asdict(options), "train_overrides": overrides,
-        "train_config": {dataset: asdict(train_config_for(options.model, config, overrides, dataset))
+        "command": r.command, "options": asdict(options), "train_overrides": r.overrides,
+        "train_config": {dataset: asdict(train_config_for(options.model, r.config, r.overrides, dataset))
                          for dataset in options.datasets} if not options.checkpoint else None,
-        "data_root": str(data_root(root)) if any(not is_embedded(d) for d in options.datasets) else None,
+        "data_root": str(data_root(r.root)) if any(not is_embedded(d) for d in options.datasets) else None,
         "gates": frames.gates.to_dict(orient="records"),
         "cache": str(ctx.cache_root), "checkpoints": frames.checkpoints, "units": frames.units,
         "n_units": len(plan), "n_cached": result.n_cached, "failures": frames.failures,
         "skipped": result.skipped, "not_applicable": {f"{d}/{m}": why for (d, m), why in frames.unavailable.items()},
-        "grid": asdict(grid or Grid()), "wall_seconds": round(result.seconds, 1)})
+        "execution": asdict(r.execution), "wall_seconds": round(result.seconds, 1)})
     result.files = files + [write_manifest(out, record, files)]
     return result
 

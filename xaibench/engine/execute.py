@@ -1,28 +1,25 @@
-"""execute(units, ctx, on_error, grid) -> {key: Outcome}: run a plan's units, each loaded or computed.
+"""execute(units, ctx, on_error, execution) -> {key: Outcome}: run a plan's units, each loaded or computed.
 
-Serially (the default) the units run in plan order in this process; with a parallel `Grid` (grid.py) they
-run in waves on joblib's workers, each wave's units at once. A unit whose dependency failed (or does not
-apply) is not attempted: it is reported as skipped (or n/a). With on_error="stop" the first failure raises
-RunFailedError (finished units stay cached, so a rerun resumes); with on_error="continue" the others finish.
-The progress bar counts the plan's units.
+Serially (the default) the units run in plan order in this process (engine/worker.py: run_unit); with a parallel
+ExecutionConfig (engine/backends.py) they run in waves on joblib's workers, each wave's units at once. A unit whose
+dependency failed (or does not apply) is not attempted: it is reported as skipped (or n/a). With on_error="stop"
+the first failure raises RunFailedError (finished units stay cached, so a rerun resumes); with
+on_error="continue" the others finish. The progress bar counts the plan's units.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import sys
-import threading
-import traceback
-from typing import Any
 
 from tqdm.auto import tqdm
 
+from xaibench.engine.backends import Backend, ExecutionConfig, closure, waves
 from xaibench.engine.context import Context
-from xaibench.engine.grid import Grid, Task, closure, waves
-from xaibench.engine.units import UNIT_KINDS, NotApplicable, Outcome, Unit
+from xaibench.engine.units import UNIT_KINDS, Outcome, Unit
+from xaibench.engine.worker import Task, blocked, one_line, run_unit
 from xaibench.errors import XaibenchError
-from xaibench.io import worker_id
+
+__all__ = ["ON_ERROR", "RunFailedError", "execute", "one_line"]
 
 logger = logging.getLogger("xaibench.run")
 ON_ERROR = ("stop", "continue")
@@ -36,68 +33,6 @@ class RunFailedError(XaibenchError):
         self.exit_code = exit_code
 
 
-def one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _blocked(unit: Unit, outcomes: dict[str, Outcome]) -> Outcome | None:
-    """The outcome of a unit one of whose dependencies did not finish: n/a after n/a, else skipped."""
-    for dep in unit.deps:
-        before = outcomes.get(dep)
-        if before is None or before.ok:
-            continue
-        if before.status == "n/a":
-            return Outcome(unit, "n/a", error=before.error)
-        return Outcome(unit, "skipped", error=f"{before.unit.label} {before.status}")
-    return None
-
-
-class UnitTimeout(Exception):
-    """A unit ran past --unit-timeout: a failed unit (exit 1), not a usage error."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: float | None, label: str):
-    """Raise UnitTimeout in this (main) thread after `seconds`; a no-op without a limit or off the main thread
-    (dask runs tasks in threads: there the scheduler's own limits apply)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise UnitTimeout(f"{label} ran past --unit-timeout {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def run_unit(unit: Unit, ctx: Context, outcomes: dict[str, Outcome], timeout: float | None = None) -> Outcome:
-    """Load or compute one unit whose dependencies are done; a failure is returned, not raised."""
-    blocked = _blocked(unit, outcomes)
-    if blocked is not None:
-        return blocked
-    kind = UNIT_KINDS[unit.kind]
-    deps: dict[str, Any] = {dep: outcomes[dep].payload for dep in unit.deps}
-    try:
-        with deadline(timeout, unit.label):
-            payload, cached, seconds = kind.run(unit, ctx, deps)
-    except KeyboardInterrupt:
-        raise
-    except NotApplicable as reason:
-        return Outcome(unit, "n/a", error=str(reason))
-    except Exception as error:  # a unit's failure must not lose the finished ones
-        return Outcome(unit, "failed", error=one_line(error), traceback=traceback.format_exc(),
-                       usage=isinstance(error, XaibenchError))
-    computed_by = kind.computed_by(unit, ctx, payload) if cached else worker_id()
-    return Outcome(unit, "cached" if cached else "done", seconds, payload, computed_by=computed_by)
-
-
 def _log(outcome: Outcome) -> None:
     label, status = outcome.unit.label, outcome.status
     if status == "failed":
@@ -109,21 +44,22 @@ def _log(outcome: Outcome) -> None:
         logger.info(f"{label}: {'cached' if status == 'cached' else f'done in {outcome.seconds:.2f} s'}{detail}")
 
 
-def execute(units: list[Unit], ctx: Context, on_error: str = "stop", grid: Grid | None = None) -> dict[str, Outcome]:
+def execute(units: list[Unit], ctx: Context, on_error: str = "stop",
+            execution: ExecutionConfig | None = None) -> dict[str, Outcome]:
     """Run every unit (serially in plan order, or in parallel waves); the outcome of each by key, in plan order."""
     if on_error not in ON_ERROR:
         raise XaibenchError(f"unknown on_error {on_error!r}; valid: {', '.join(ON_ERROR)}")
-    grid = grid or Grid()
+    execution = execution or ExecutionConfig()
     outcomes: dict[str, Outcome] = {}
     bar = tqdm(total=len(units), desc="xaibench", unit="unit", disable=not ctx.progress, dynamic_ncols=True,
                file=sys.stderr)
     try:
-        if grid.parallel and not _all_cached(units, ctx):
-            _parallel(units, ctx, grid, outcomes, bar, on_error)
+        if execution.parallel and not _all_cached(units, ctx):
+            _parallel(units, ctx, execution, outcomes, bar, on_error)
         else:
-            with _threads(grid.threads):
+            with _threads(execution.threads):
                 for unit in units:
-                    _finished(run_unit(unit, ctx, outcomes, grid.unit_timeout), outcomes, bar, on_error)
+                    _finished(run_unit(unit, ctx, outcomes, execution.unit_timeout), outcomes, bar, on_error)
     finally:
         bar.close()
         _say_ignored(ctx)
@@ -141,20 +77,19 @@ def _finished(outcome: Outcome, outcomes: dict[str, Outcome], bar, on_error: str
                              f"resumes; --keep-going runs the other units)", 2 if outcome.usage else 1)
 
 
-def _parallel(units: list[Unit], ctx: Context, grid: Grid, outcomes: dict[str, Outcome], bar, on_error: str) -> None:
-    """Each wave's units at once on the grid's workers; a worker loads the dependencies from the shared cache."""
-    from xaibench.engine.grid import _Backend
-
+def _parallel(units: list[Unit], ctx: Context, execution: ExecutionConfig, outcomes: dict[str, Outcome], bar,
+              on_error: str) -> None:
+    """Each wave's units at once on the workers; a worker loads the dependencies from the shared cache."""
     by_key = {unit.key: unit for unit in units}
-    with _Backend(grid) as backend:
+    with Backend(execution) as backend:
         for wave in waves(units):
             tasks = []
             for unit in wave:
-                blocked = _blocked(unit, outcomes)
-                if blocked is not None:
-                    _finished(blocked, outcomes, bar, on_error)
+                stopped = blocked(unit, outcomes)
+                if stopped is not None:
+                    _finished(stopped, outcomes, bar, on_error)
                 else:
-                    tasks.append(Task(unit, closure(unit, by_key), grid, str(ctx.device), str(ctx.cache_root),
+                    tasks.append(Task(unit, closure(unit, by_key), execution, str(ctx.device), str(ctx.cache_root),
                                       slot=len(tasks)))
             if tasks:
                 for outcome in backend.map(tasks):
@@ -191,4 +126,3 @@ def _say_ignored(ctx: Context) -> None:
         logger.warning(f"deleted {len(ctx.store.ignored)} cached unit file(s) that failed their checksum or are "
                        f"of another format (e.g. {ctx.store.ignored[0]}); they were recomputed")
         ctx.store.ignored.clear()
-

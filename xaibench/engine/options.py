@@ -1,47 +1,23 @@
-"""The options of `xaibench run`: DEFAULT_RUN, then a config file, then flags, then --set; checked up front."""
+"""The options of `xaibench run` and their defaults (RunOptions), laid over by a preset, a config file, flags and
+--set (run_config); checked up front (RunOptions.from_dict)."""
 from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from pathlib import Path
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-import torch
-
 from xaibench.data import resolve_datasets
-from xaibench.defaults import ALL_IMAGES, DATASET_TRAIN, DEFAULT_RUN, PRESETS
+from xaibench.defaults import ALL_IMAGES, DATASET_TRAIN, PRESETS
+from xaibench.devices import resolve_device
 from xaibench.errors import XaibenchError
 from xaibench.registry import METHODS, METRICS, MODELS
 from xaibench.training import DataSpec, TrainConfig
 
 TARGETS = ("label", "predicted")
 WRAPPED_PREFIXES = ("torchvision:", "timm:")  # --model names that are built, not trained by xaibench
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """auto: CUDA, else Apple's MPS where torch offers it (untested: no such machine here), else the CPU."""
-    if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if _mps_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise XaibenchError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise XaibenchError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise XaibenchError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) "
-                            f"are visible (cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    if device.type == "mps" and not _mps_available():
-        raise XaibenchError(f"device {name!r} asked for, but torch offers no MPS here; use --device cpu")
-    return device
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
 
 
 def train_config_for(model: str, config: dict[str, Any], overrides: dict[str, Any],
@@ -69,29 +45,43 @@ def _seeds(value: Any) -> list[int]:
     return parsed
 
 
+def _listed(*names: str):
+    return field(default_factory=lambda: list(names))
+
+
 @dataclass
 class RunOptions:
-    """What `xaibench run` does. No defaults here: they live in xaibench/defaults.py (DEFAULT_RUN["run"])."""
+    """What `xaibench run` does, and its defaults (the one place they live). The plain command (no options) must
+    finish in under 5 minutes on a 2-core CPU, OFA training included: tune the numbers here, nowhere else. A
+    --config file's [run] table, then the flags, then --set are laid over these, key by key."""
 
-    methods: list[str]
-    datasets: list[str]
-    seeds: list[int]
-    size: int
-    model: str
-    target: str
-    n_test: int
-    batch_size: int
-    metrics: list[str]
-    steps: int | list[int] | None
-    n_draws: int
-    metric_batch_size: int | str  # or "auto"
-    n_figure_images: int
-    figures: bool
-    method_options: dict[str, dict[str, Any]]
-    metric_options: dict[str, dict[str, Any]]
-    checkpoint: str | None  # a classifier's weights file: it is explained and scored as it is, not trained
-    sanity_images: int  # images of the cascading randomization check per method (0 = no check)
-    sanity_data: bool  # also the data randomization test: the network trained again on permuted labels
+    methods: list[str] = _listed("ofa", "grad", "attn")
+    datasets: list[str] = _listed("objects")  # the model-truth set (data/objects.py); "synthetic": the lesion set
+    seeds: list[int] = field(default_factory=lambda: [0])
+    size: int = 28  # image side; synthetic draws at any size, MedMNIST+ has 28/64/128/224
+    model: str = "ofa"  # the network every method explains and every metric queries (SPEC section 4)
+    target: str = "label"  # explained and scored class: "label" (ground truth) or "predicted"
+    n_test: int = 64  # the first n_test test images are explained and scored ("all": every one)
+    batch_size: int = 64  # images per explain/metric call
+    # plausibility only where the dataset has an annotated region; truth only where it re-renders its objects
+    metrics: list[str] = _listed("srg", "rsrg", "plausibility", "truth")
+    curve_points: int | list[int] | None = 11  # points K per MIF/LIF/R-SRG curve (k = 0..n evenly); "all" = every k
+    n_draws: int = 2  # R-SRG draws per curve
+    # masked inputs per forward_fn call in a metric: "auto" = 256 on the CPU, on CUDA what half the free memory
+    # holds (at most 4096); an execution detail, not part of any cache key
+    metric_batch_size: int | str = "auto"
+    n_figure_images: int = 6  # test images in the attribution-map figure
+    figures: bool = True
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"captum.Lime": {"n_samples": 128}}
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"rsrg": {"eps": 1e-6}}
+    checkpoint: str | None = None  # a classifier's weights file: it is explained and scored as it is, not trained
+    sanity_images: int = 16  # images of each method's cascading model-randomization check (0 = none)
+    sanity_data: bool = False  # also the data randomization test: the network trained again on permuted labels
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The [run] table of the plain command: every option with its default value."""
+        return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(cls)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunOptions":
@@ -100,10 +90,7 @@ class RunOptions:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise XaibenchError(f"unknown run option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        missing = [name for name in known if name not in values]
-        if missing:
-            raise XaibenchError(f"run option(s) {', '.join(missing)} missing (see xaibench/defaults.py)")
-        values = dict(values)
+        values = {**cls.defaults(), **values}
         values["methods"] = METHODS.resolve(values["methods"])
         values["datasets"] = resolve_datasets(values["datasets"])
         values["metrics"] = METRICS.resolve(values["metrics"])
@@ -115,8 +102,8 @@ class RunOptions:
                                 f"--checkpoint PATH")
         if values["checkpoint"] and not Path(values["checkpoint"]).expanduser().is_file():
             raise XaibenchError(f"checkpoint {values['checkpoint']!r} is not a file")
-        if values["steps"] == "all":
-            values["steps"] = None
+        if values["curve_points"] == "all":
+            values["curve_points"] = None
         if values["n_test"] == "all":
             values["n_test"] = ALL_IMAGES
         _check_values(values)
@@ -125,7 +112,7 @@ class RunOptions:
     def metric_options_for(self, name: str) -> dict[str, Any]:
         """Options of one metric: the curve settings above where the metric takes them, then [run.metric_options]."""
         parameters = inspect.signature(METRICS.get(name)).parameters
-        built = {"steps": self.steps, "batch_size": self.metric_batch_size, "n_draws": self.n_draws}
+        built = {"steps": self.curve_points, "batch_size": self.metric_batch_size, "n_draws": self.n_draws}
         options = {key: value for key, value in built.items() if key in parameters}
         return {**options, **self.metric_options.get(name, {})}
 
@@ -136,8 +123,9 @@ def _check_values(values: dict[str, Any]) -> None:
             continue
         if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 1:
             raise XaibenchError(f"run option {name} must be an integer >= 1, got {values[name]!r}")
-    if isinstance(values["steps"], int) and values["steps"] < 2:
-        raise XaibenchError(f"steps must be >= 2 (a curve needs k = 0 and k = n) or 'all', got {values['steps']}")
+    if isinstance(values["curve_points"], int) and values["curve_points"] < 2:
+        raise XaibenchError(f"curve_points must be >= 2 (a curve needs k = 0 and k = n) or 'all', got "
+                            f"{values['curve_points']}")
     for name in ("n_figure_images", "sanity_images"):
         if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 0:
             raise XaibenchError(f"run option {name} must be an integer >= 0, got {values[name]!r}")
@@ -159,24 +147,45 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def default_config() -> dict[str, Any]:
+    """The plain command's configuration: RunOptions' defaults as [run], empty [train] (the TrainConfig defaults
+    and the datasets' own recipes, defaults.DATASET_TRAIN) and [data]."""
+    return {"run": RunOptions.defaults(), "train": {}, "data": {}}
+
+
 def preset_config(name: str | None) -> dict[str, Any]:
-    """DEFAULT_RUN with the preset `name` laid over it (DEFAULT_RUN alone for None)."""
+    """The defaults with the preset `name` laid over them (the defaults alone for None)."""
     if name is None:
-        return DEFAULT_RUN
+        return default_config()
     if name not in PRESETS:
         raise XaibenchError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return _deep_merge(DEFAULT_RUN, PRESETS[name])
+    return _deep_merge(default_config(), PRESETS[name])
+
+
+#: [run] keys renamed in 0.5.0; the old name still works, with a warning, until 0.6.0
+RENAMED_RUN_KEYS = {"steps": "curve_points"}
+
+
+def _renamed(run: dict[str, Any], where: str) -> None:
+    """Move a deprecated [run] key to its new name (in place), with one warning."""
+    for old, new in RENAMED_RUN_KEYS.items():
+        if old in run:
+            logging.getLogger("xaibench").warning(f"{where}: run option {old!r} is deprecated (it collides with the "
+                                                  f"training option 'steps'); use {new!r}")
+            run[new] = run.pop(old)
 
 
 def run_config(file_config: dict[str, Any], flags: dict[str, Any] | None = None,
                overrides: dict[str, Any] | None = None,
                preset: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """DEFAULT_RUN, then the preset, then the --config file (key by key), then flags ([run] options; None = not
+    """The defaults, then the preset, then the --config file (key by key), then flags ([run] options; None = not
     given), then --set.
 
     --set keys 'run.<option>', 'model.<option>' and 'data.<dataset>.<option>' land in those sections; any other key
     ('steps', 'train.steps') is a training option. Returns (config, training overrides).
     """
+    file_config = copy.deepcopy(file_config)
+    _renamed(file_config.get("run", {}), "config")
     config = _deep_merge(preset_config(preset), file_config)
     config["run"].update({key: value for key, value in (flags or {}).items() if value is not None})
     train_overrides: dict[str, Any] = {}
@@ -184,6 +193,7 @@ def run_config(file_config: dict[str, Any], flags: dict[str, Any] | None = None,
         section, _, rest = key.partition(".")
         if section == "run" and rest:
             config["run"][rest] = value
+            _renamed(config["run"], "--set")
         elif section == "model" and rest:  # options of a wrapped classifier (--model torchvision:NAME)
             config.setdefault("model", {})[rest] = value
         elif section == "data" and "." in rest:

@@ -33,7 +33,7 @@ def probe_model(options, config: dict[str, Any], overrides: dict[str, Any], info
 def probe_methods(options, config: dict[str, Any], overrides: dict[str, Any], info, device: torch.device) -> None:
     """Explain two random images with every method on an untrained network; XaibenchError naming the method on
     any failure or bad output. Methods that do not suit the network's family are left to the run (n/a)."""
-    from xaibench.methods import create_method, unsuited_reason
+    from xaibench.methods import create_method, run_explainer, unsuited_reason
 
     model = probe_model(options, config, overrides, info)
     if model is None:
@@ -48,7 +48,7 @@ def probe_methods(options, config: dict[str, Any], overrides: dict[str, Any], in
             continue
         try:
             explainer = create_method(method, model, **method_options)
-            explainer.explain(x, targets, generator=torch.Generator(device=device).manual_seed(0))
+            run_explainer(explainer, x, targets, generator=torch.Generator(device=device).manual_seed(0))
         except Exception as error:  # noqa: BLE001  (any failure of a plugin is reported, in one line)
             first = (str(error).strip().splitlines() or [""])[0]
             raise XaibenchError(f"method {method!r} fails on a probe before any training (an untrained "

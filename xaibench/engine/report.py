@@ -19,7 +19,7 @@ import torch
 from xaibench import __version__
 from xaibench.engine.collect import Frames
 from xaibench.io import atomic_write_bytes, atomic_write_text
-from xaibench.engine.plan import REFERENCE
+from xaibench.engine.scope import REFERENCE
 from xaibench.tables import (DATASET_LABELS, METHOD_LABELS, PLAUSIBILITY_CAPTION, TRUTH_CAPTION, TRUTH_METRICS,
                              confidence_intervals, cost_table, flat_markdown, gate_warnings, gates_table, kendall_notes,
                              mean_curves, plausibility_table, sanity_table, summary, table1, table2, to_markdown,
@@ -99,6 +99,8 @@ def write_run_outputs(out: Path, frames: Frames, methods: list[str], datasets: l
     if len(curves):
         files.append(atomic_write_text(out / "curves.csv", mean_curves(curves).to_csv(index=False,
                                                                                        float_format="%.9g")))
+    for name, table in frames.extra.items():  # rows of a unit kind the report has no layout for
+        files.append(atomic_write_text(out / f"{name}.csv", table.to_csv(index=False, float_format="%.9g")))
     return files
 
 

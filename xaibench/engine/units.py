@@ -1,37 +1,53 @@
-"""Units of work: what a plan is made of, and the kinds of unit the executor knows how to run.
+"""Units of work: what a plan is made of, and the interface every kind of unit implements.
 
 A `Unit` is a record (kind, label, key, deps, params); its key hashes its own inputs and the keys of the units it
-depends on, so a whole plan's keys, and what is already cached, are known before any work. The work itself lives
-in a `UnitKind` (one per kind, registered in `UNIT_KINDS`): `cached` says whether the result is on disk, `run`
-loads or computes it. New kinds (an explainer that must be fitted first, a score that needs re-rendered images)
-are one class and one `UNIT_KINDS` entry; the executor does not change.
+depends on, so a whole plan's keys, and what is already cached, are known before any work. `deps` maps a role
+("model", "explanation", "truth", "fitted", "permuted", ...) to the key of the unit that plays it. Everything about
+one kind lives in one `UnitKind` subclass in one file of `engine/kinds/`: how the plan creates its units (`plan`),
+how a unit is computed (`compute`, with `cached`/`load`/`save` where its result is not in the unit store) and how
+its outcome becomes rows of the result frames (`rows`). `@register_kind` makes it known to the planner, the
+executor and the collector; none of them changes for a new kind.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 
 from xaibench.errors import NotApplicable
 
 if TYPE_CHECKING:  # pragma: no cover
+    from xaibench.engine.collect import Collector
     from xaibench.engine.context import Context
+    from xaibench.engine.scope import Scope
+
+__all__ = ["LEVELS", "NotApplicable", "Outcome", "UNIT_KINDS", "Unit", "UnitKind", "register_kind"]
+
+#: Where the planner asks the kinds for units, in this order: "network" once per dataset and seed before the
+#: methods (the explained network, its truth), "method" per method of that network, "network_end" after its
+#: methods (scores of the reference ordering), "run_end" once after every dataset (Table 1's trainings).
+LEVELS = ("network", "method", "network_end", "run_end")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Unit:
-    """One piece of work. `params` hold what the kind's `run` needs (names, seeds, options), not results."""
+    """One piece of work. `params` is the kind's frozen dataclass of what `compute` needs (names, seeds, options),
+    never results; `deps` maps each role to the key of the unit whose result plays it."""
 
     kind: str
     label: str
     key: str
-    deps: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)
+    deps: Mapping[str, str] = field(default_factory=dict)
+    params: Any = None
+
+    @property
+    def dep_keys(self) -> tuple[str, ...]:
+        return tuple(self.deps.values())
 
 
 @dataclass
 class Outcome:
-    """What happened to a unit: status is 'cached', 'done', 'failed' or 'skipped' (a dependency failed)."""
+    """What happened to a unit: status is 'cached', 'done', 'failed', 'skipped' (a dependency failed) or 'n/a'."""
 
     unit: Unit
     status: str
@@ -48,12 +64,21 @@ class Outcome:
 
 
 class UnitKind:
-    """How one kind of unit is cached and computed. Subclasses override `compute` (and `cached`/`load`/`save`
-    when their result does not live in the unit store, as a training's checkpoint does not)."""
+    """One kind of unit: its planning, its computation and caching, its rows. Subclasses set `name` and override
+    `plan`, `compute` and `rows` (and `cached`/`load`/`save` when their result does not live in the unit store,
+    as a training's checkpoint does not)."""
 
-    #: the store folder of this kind's results
-    name: str = ""
+    #: the kind's name: Unit.kind, and the store folder of its results
+    name: ClassVar[str] = ""
+    #: an n/a outcome of this kind marks its (dataset, method) cell as not applicable in the tables
+    marks_unavailable: ClassVar[bool] = False
 
+    # -- planning ------------------------------------------------------------------------------------------------
+    def plan(self, scope: "Scope") -> Iterable[Unit]:
+        """The units of this kind at `scope.level` (add them with `scope.add(role, unit)`); default none."""
+        return ()
+
+    # -- computing -----------------------------------------------------------------------------------------------
     def cached(self, unit: Unit, ctx: "Context") -> bool:
         return ctx.store.path(self.name, unit.key).exists()
 
@@ -65,6 +90,7 @@ class UnitKind:
         ctx.store.save(self.name, unit.key, payload)
 
     def compute(self, unit: Unit, ctx: "Context", deps: dict[str, Any]) -> Any:
+        """The unit's result from its params and `deps` (role -> the dependency's payload)."""
         raise NotImplementedError
 
     def seconds(self, payload: Any, elapsed: float) -> float:
@@ -97,11 +123,22 @@ class UnitKind:
                     return payload, False, time.perf_counter() - start
         return payload, True, self.seconds(payload, time.perf_counter() - start)
 
+    # -- collecting ----------------------------------------------------------------------------------------------
+    def rows(self, unit: Unit, outcome: Outcome, collector: "Collector") -> None:
+        """Append what a finished unit adds to the result frames (`collector.add(table, rows)`); default none."""
+
+    def manifest_entry(self, payload: Any) -> dict[str, Any]:
+        """Extra fields of this unit's entry in the manifest's `units`."""
+        return {}
+
 
 UNIT_KINDS: dict[str, UnitKind] = {}
 
 
 def register_kind(kind: type[UnitKind]) -> type[UnitKind]:
-    """Class decorator: make a unit kind known to the executor under its `name`."""
+    """Class decorator: make a unit kind known to the planner, the executor and the collector under its `name`.
+    Kinds are asked for units in registration order at each planning level."""
+    if not kind.name:
+        raise ValueError(f"unit kind {kind.__qualname__} has no name")
     UNIT_KINDS[kind.name] = kind()
     return kind

@@ -1,0 +1,10 @@
+"""The unit kinds of `xaibench run` and `xaibench train`, one file each; importing this package registers them.
+
+The import order is the registration order, which is the order the planner asks the kinds for units at each
+level (engine/units.py: LEVELS): the network first (train or load), its truth, amortized fits, explanations,
+scores, sanity checks; Table 1's evaluations at the end.
+"""
+from xaibench.engine.kinds import train, load, evaluate, truth, fit, explain, score, sanity  # noqa: F401
+from xaibench.engine.kinds.explain import explanation_targets, merge_explanations
+
+__all__ = ["explanation_targets", "merge_explanations"]
