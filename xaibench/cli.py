@@ -9,6 +9,8 @@ import sys
 from typing import Sequence
 
 from xaibench import __version__
+from xaibench.argtypes import (comma_ints, curve_points, non_negative_float, non_negative_int, positive_float,
+                               positive_int)
 from xaibench.defaults import PRESETS
 from xaibench.errors import XaibenchError
 from xaibench.registry import DATASETS, METHODS, METRICS, MODELS, UnknownNameError
@@ -50,34 +52,6 @@ def cmd_download(args: argparse.Namespace) -> int:
         path = download(name, args.size, args.data_root)
         print(f"{name}: {path} (MD5 verified)")
     return 0
-
-
-def _comma_ints(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _bounded(convert, accepts, expected: str):
-    """An argparse type: `convert` the text, then refuse what `accepts` rejects, naming what was expected."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not accepts(value):  # NaN fails every comparison: refused too
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_float = _bounded(float, lambda value: value > 0, "a number > 0")
-_positive_int = _bounded(int, lambda value: value >= 1, "an integer >= 1")
-_non_negative_float = _bounded(float, lambda value: value >= 0, "a number of days >= 0")
-_non_negative_int = _bounded(int, lambda value: value >= 0, "an integer >= 0")
 
 
 def _execution(args: argparse.Namespace):
@@ -145,15 +119,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _report_failures(result)
 
 
-def _curve_points(text: str) -> int | str:
-    if text == "all":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer number of curve points or 'all', got {text!r}") from None
-
-
 def _run_flags(args: argparse.Namespace) -> dict:
     return {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "size": args.size,
             "n_test": args.n_test, "curve_points": args.curve_points, "target": args.target, "model": args.model,
@@ -205,7 +170,7 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
                         help="a recipe laid under --config, the flags and --set. paper: ViT-B/16 224 px from DINOv2 "
                              "(timm weights in the local cache), M = 32, batch 64, AdamW lr 1e-5 wd 1e-5, 10k steps "
                              "(at most 100 epochs), the nine sets, every test image at every curve point (GPU-days; "
-                             "see README)")
+                             "see docs/running.md)")
     parser.add_argument("--cache", help="cache folder for checkpoints and finished units "
                                         "(default $XAIBENCH_CACHE, else ~/.cache/xaibench)")
     parser.add_argument("--keep-going", action="store_true",
@@ -219,12 +184,12 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
                       help="serial: one unit after another in this process (default); loky: --jobs local worker "
                            "processes; dask: a dask.distributed cluster (--scheduler, else a local one of --jobs "
                            "workers; pip install 'xaibench[dask]'); ray: ray's joblib backend ('xaibench[ray]')")
-    where.add_argument("--jobs", type=_positive_int, default=1,
+    where.add_argument("--jobs", type=positive_int, default=1,
                       help="parallel workers (default 1; with loky, dask or ray; one GPU each when several)")
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="address of a running dask scheduler")
-    where.add_argument("--unit-timeout", type=_positive_float, metavar="SECONDS",
+    where.add_argument("--unit-timeout", type=positive_float, metavar="SECONDS",
                       help="a unit that runs longer fails (named, like any failed unit; serial and loky backends)")
-    where.add_argument("--threads", type=_positive_int,
+    where.add_argument("--threads", type=positive_int,
                       help="torch intra-op threads per unit (default: all cores when serial, cores/jobs in a "
                            "worker). CPU results depend on it: equal --threads give byte-identical tables")
 
@@ -262,7 +227,7 @@ def _add_train(sub) -> None:
                          help="comma-separated model names (default: all five of Table 1)")
     p_train.add_argument("--datasets", default="objects", help="comma-separated names or 'all' (default objects)")
     p_train.add_argument("--size", type=int, help="image side in pixels (default 28; 224 with --preset paper)")
-    p_train.add_argument("--seeds", type=_comma_ints, default=[0], help="comma-separated seeds (default 0)")
+    p_train.add_argument("--seeds", type=comma_ints, default=[0], help="comma-separated seeds (default 0)")
     p_train.add_argument("--out", default="xaibench-out/train", help="result folder (default xaibench-out/train)")
     p_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one training option")
     _common(p_train, "[train]")
@@ -300,10 +265,10 @@ def _add_run(sub) -> None:
     p_run.add_argument("--methods", help=f"comma-separated explainer names or globs (default {listed('methods')})")
     p_run.add_argument("--datasets", help=f"comma-separated names, 'all', or path:DIR (default {listed('datasets')})")
     p_run.add_argument("--size", type=int, help=f"image side in pixels (default {listed('size')})")
-    p_run.add_argument("--seeds", type=_comma_ints, help=f"comma-separated seeds (default {listed('seeds')})")
+    p_run.add_argument("--seeds", type=comma_ints, help=f"comma-separated seeds (default {listed('seeds')})")
     p_run.add_argument("--n-test", type=int, help=f"explain and score the first N test images "
                                                   f"(default {listed('n_test')})")
-    p_run.add_argument("--curve-points", type=_curve_points, help="points per SRG/R-SRG curve, k = 0..n evenly spaced, "
+    p_run.add_argument("--curve-points", type=curve_points, help="points per SRG/R-SRG curve, k = 0..n evenly spaced, "
                                                            f"or 'all' (default {listed('curve_points')})")
     p_run.add_argument("--target", choices=["label", "predicted"],
                        help=f"class explained and scored: label = ground truth (default {listed('target')})")
@@ -361,8 +326,8 @@ def _add_cache(sub) -> None:
                                          "when a run needs them.")
     p_cache.add_argument("action", choices=["info", "prune"])
     p_cache.add_argument("--cache", help="cache folder (default $XAIBENCH_CACHE, else ~/.cache/xaibench)")
-    p_cache.add_argument("--older-than", type=_non_negative_float, metavar="DAYS")
-    p_cache.add_argument("--keep-latest", type=_non_negative_int, metavar="N")
+    p_cache.add_argument("--older-than", type=non_negative_float, metavar="DAYS")
+    p_cache.add_argument("--keep-latest", type=non_negative_int, metavar="N")
     p_cache.add_argument("--dry-run", action="store_true", help="list what prune would delete, delete nothing")
     p_cache.set_defaults(func=cmd_cache)
 

@@ -114,9 +114,14 @@ class ScoreKind(UnitKind):
                 curves.setdefault(name, []).append(values.detach().float().cpu())
             x_axis = output.x.detach().float().cpu() if output.x is not None else x_axis
             n_forward += int(output.n_forward)
-        return {"scores": {name: values.float().cpu() for name, values in metric.per_image().items()},
+        means = {name: float(mean) for name, mean in metric.compute().items()}
+        return {"scores": {name: values.float().cpu() for name, values in metric.per_image().items()}, "means": means,
                 "curves": {name: torch.cat(values) for name, values in curves.items()},
                 "x": x_axis, "n_forward": n_forward, "seconds": time.perf_counter() - start_time}
+
+    def detail(self, payload: Any) -> str:
+        means = payload.get("means", {})
+        return f" ({', '.join(f'{name} {mean:.4g}' for name, mean in means.items())})" if means else ""
 
     def manifest_entry(self, payload: Any) -> dict[str, Any]:
         return {"n_forward": int(payload.get("n_forward", 0))}  # masked inputs, for inputs/s (gpu_check.sh)
