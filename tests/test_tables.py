@@ -6,8 +6,21 @@ import re
 import pandas as pd
 import pytest
 
-from xaibench.tables import (cost_table, method_table, plausibility_table, table2, to_latex, to_markdown,
-                             without_ci, write_table)
+from xaibench.tables import (
+    KENDALL_COLUMNS,
+    cost_table,
+    flat_markdown,
+    kendall_notes,
+    kendall_taus,
+    markdown_table,
+    method_table,
+    plausibility_table,
+    table2,
+    to_latex,
+    to_markdown,
+    without_ci,
+    write_table,
+)
 
 # Seed-0 means per (method, metric): Grad has the highest SRG and the LOWEST deletion, OFA the highest deletion.
 MEANS = {"ofa": {"srg": 0.20, "rsrg": 0.05, "deletion": 0.60, "plausibility": 0.70},
@@ -152,11 +165,11 @@ def test_a_score_no_metric_declares_is_an_error():
         method_table(scores, ("speed",))
 
 
-def test_plausibility_is_registered_and_localization_is_its_deprecated_alias():
+def test_plausibility_is_registered_and_localization_is_no_longer_a_name():
     import torch
 
     from xaibench.metrics import create_metric, score_higher_is_better
-    from xaibench.registry import METRICS
+    from xaibench.registry import METRICS, UnknownNameError
 
     attributions = torch.tensor([[0.9, 0.1, 0.5, 0.2], [0.1, 0.2, 0.3, 0.4]])
     truth = torch.tensor([[True, False, True, False], [True, True, True, True]])
@@ -165,12 +178,34 @@ def test_plausibility_is_registered_and_localization_is_its_deprecated_alias():
     assert list(out.scores) == ["plausibility"] and out.scores["plausibility"][0] == 1
     assert torch.isnan(out.scores["plausibility"][1])  # a one-class mask has no AUROC
     assert score_higher_is_better("plausibility")
-    with pytest.warns(FutureWarning, match="'localization' is now called 'plausibility'"):
-        assert METRICS.resolve(["localization"]) == ["plausibility"]  # a config naming the old metric still runs
-    with pytest.warns(FutureWarning, match="'localization' is now called 'plausibility'"):
-        alias = create_metric("localization")
-    assert alias.needs_ground_truth  # only where the dataset has annotations, as before
-    scores = alias(None, None, attributions, None, ground_truth=truth).scores  # under the new name
-    assert list(scores) == ["plausibility"] and torch.equal(scores["plausibility"][:1], out.scores["plausibility"][:1])
+    # 0.5.0 drops the name 0.4.0 deprecated: a config naming it gets the valid names
+    with pytest.raises(UnknownNameError, match="unknown metric 'localization'; valid names: .*plausibility"):
+        METRICS.resolve(["localization"])
     with pytest.raises(ValueError, match="no registered metric gives the score 'localization'"):
         score_higher_is_better("localization")
+
+
+def test_one_markdown_writer_serves_the_layouts_and_the_flat_frames():
+    assert markdown_table(["a", "b"], [["1", "2"]], ["a note"]) == "| a | b |\n|---|---|\n| 1 | 2 |\n\na note\n"
+    flat = pd.DataFrame({"gate": ["fit", "rank"], "value": [0.123456, float("nan")], "holds": [True, False]})
+    assert flat_markdown(flat) == ("| gate | value | holds |\n|---|---|---|\n| fit | 0.1235 | True |\n"
+                                   "| rank | n/a | False |\n")
+    assert flat_markdown(flat, "{:.1f}").splitlines()[2] == "| fit | 0.1 | True |"
+    table = table2(long_scores(("synthetic",)), methods=["ofa", "grad"])
+    assert to_markdown(table, ["why"]) == markdown_table(
+        ["Method", "Synthetic SRG", "Synthetic R-SRG"],
+        [["OFA", "20.00 [19.00, 21.00]", "5.00 [4.00, 6.00]"], ["Grad", "30.00 [29.00, 31.00]", "2.00 [1.00, 3.00]"]],
+        ["why"])
+
+
+def test_kendall_taus_are_numbers_and_the_notes_their_text():
+    scores = long_scores(("synthetic", "breastmnist"))
+    srg = scores[scores["metric"] == "srg"]
+    truth = srg[srg["dataset"] == "synthetic"].assign(metric="truth_rank")  # the same order as SRG: tau 1
+    scores = pd.concat([scores, truth, truth.assign(method="reference")])  # the reference does not count
+    taus = kendall_taus(scores, ["ofa", "grad", "attn", "reference"])
+    assert list(taus.columns) == KENDALL_COLUMNS and taus["dataset"].tolist() == ["synthetic"]
+    assert taus["n_methods"].tolist() == [3] and taus["tau"].tolist() == pytest.approx([1.0])
+    assert kendall_notes(scores, ["ofa", "grad", "attn", "reference"]) == [
+        "Synthetic: Kendall tau between the rankings by mean SRG and by mean rank agreement, over 3 methods: 1.00"]
+    assert kendall_notes(scores, ["ofa", "grad"]) == []  # fewer than 3 methods rank nothing
