@@ -4,7 +4,7 @@ Table 1 (SPEC §7): rows ResNet-18, ResNet-50, ViT, Segm, OFA; per dataset AUC a
 Table 2: rows methods; per dataset SRG and R-SRG x 100 (mean over test images; mean ± std over seeds), each cell
 with its 95% bootstrap confidence interval over images ("16.78 [14.90, 18.61]", "16.78 ± 1.20 [15.02, 18.40]");
 the LaTeX keeps the paper's "mean ± std" and says where the intervals are.
-Side tables: plausibility AUROC (formerly "localization"), cost per image, the model's truth, gates and sanity
+Side tables: plausibility AUROC, cost per image, the model's truth, gates and sanity
 checks, paired Wilcoxon tests between methods (per seed and pooled over seeds), and `confidence_intervals`
 (ci.csv) behind every cell. Imports run layouts -> stats, formats; stats and formats import neither.
 """
@@ -34,7 +34,6 @@ from xaibench.tables.layouts import (
     gate_warnings,
     gates_table,
     kendall_notes,
-    localization_table,
     method_table,
     plausibility_table,
     sanity_table,
@@ -74,6 +73,6 @@ __all__ = [
     # layouts
     "DATASET_LABELS", "METHOD_LABELS", "METRIC_LABELS", "MODEL_LABELS", "PLAUSIBILITY_CAPTION", "TABLE2_METRICS",
     "TRUTH_CAPTION", "TRUTH_METRICS", "Unavailable", "cost_table", "gate_warnings", "gates_table", "kendall_notes",
-    "localization_table", "method_table", "plausibility_table", "sanity_table", "table1", "table2", "truth_table",
+    "method_table", "plausibility_table", "sanity_table", "table1", "table2", "truth_table",
     "unavailable_notes",
 ]

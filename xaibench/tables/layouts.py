@@ -134,7 +134,6 @@ def plausibility_table(scores: pd.DataFrame, methods: Sequence[str] | None = Non
                         ci=ci)
 
 
-localization_table = plausibility_table  # its former name
 
 
 def truth_table(scores: pd.DataFrame, methods: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
