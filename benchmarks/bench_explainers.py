@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from xaibench.methods import create_method
+from xaibench.methods import create_method, run_explainer
 from xaibench.registry import METHODS
 
 from harness import add_model_args, build_model, sync
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            explainer.explain(inputs, targets, generator=torch.Generator().manual_seed(0))  # warm-up
-            runs = [explainer.explain(inputs, targets, generator=torch.Generator().manual_seed(0))
+            run_explainer(explainer, inputs, targets, generator=torch.Generator().manual_seed(0))  # warm-up
+            runs = [run_explainer(explainer, inputs, targets, generator=torch.Generator().manual_seed(0))
                     for _ in range(args.repeats)]
         seconds = statistics.median(r.seconds for r in runs)
         rows.append((name, 1000 * seconds / args.n_images, runs[0].n_forward, runs[0].n_backward, ""))

@@ -35,7 +35,7 @@ from xaibench.errors import XaibenchError
 from xaibench.registry import register_method
 from xaibench.sampling import uniform
 
-from .base import Explanation, FittedExplainer
+from .base import FittedExplainer
 
 VALUES = ("logodds", "prob")
 SURROGATES = ("auto", "model", "finetune")
@@ -119,7 +119,6 @@ class AmortizedShapley(FittedExplainer):
         self.surrogate_steps, self.surrogate_lr = surrogate_steps, surrogate_lr
         self.device = next(iter(model.parameters()), torch.empty(0)).device
         self.surrogate: nn.Module = model  # the game's network; a fine-tuned copy after fit/load_fitted if needed
-        self._extra_rows = 0
         self.net = self._initial_net(0)
 
     # -- to be built by a subclass ----------------------------------------------------------------------------
@@ -156,7 +155,7 @@ class AmortizedShapley(FittedExplainer):
             part = slice(start, start + self.chunk)
             out.append(game_value(self.surrogate.forward_fn(inputs[image[part]], rows[part]), self.value))
         if self.surrogate is not self.model:  # a fine-tuned copy: its passes are the method's too
-            self._extra_rows += rows.shape[0]
+            self.extra_forward_rows += rows.shape[0]
         return torch.cat(out).reshape(b, m, -1)
 
     def phi(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -237,19 +236,10 @@ class AmortizedShapley(FittedExplainer):
             self.surrogate.load_state_dict(surrogate)
             self.surrogate.to(self.device).eval().requires_grad_(False)
 
-    # -- explaining -------------------------------------------------------------------------------------------
-    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
-        """As every explainer; the forward passes through a fine-tuned surrogate copy are counted too."""
-        self._extra_rows = 0
-        explanation = super().explain(*args, **kwargs)
-        explanation.n_forward += self._extra_rows / max(explanation.attributions.shape[0], 1)
-        return explanation
-
-    __call__ = explain
-
-    def attribute(self, inputs, targets, generator=None):
+    # -- explaining: passes through a fine-tuned surrogate copy count as `extra_forward_rows` ----------------------
+    def attribute(self, inputs, target, generator=None):
         phi = self.phi(inputs)
-        return phi.gather(2, targets.view(-1, 1, 1).expand(-1, phi.shape[1], 1)).squeeze(2)
+        return phi.gather(2, target.view(-1, 1, 1).expand(-1, phi.shape[1], 1)).squeeze(2)
 
 
 class TokenHead(nn.Module):
@@ -316,7 +306,7 @@ class ViTShapleyExplainer(AmortizedShapley):
 
     def raw_phi(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.tune_encoder:  # the explainer's own encoder: one pass, counted as a model pass
-            self._extra_rows += inputs.shape[0]
+            self.extra_forward_rows += inputs.shape[0]
             return self.net(inputs)
         with torch.no_grad():  # the explained model's own encoder, frozen: counted at its stem
             tokens = self.model.encoder.tokens(inputs)

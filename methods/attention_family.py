@@ -136,7 +136,7 @@ class RolloutExplainer(_ViTAttentionExplainer):
 
     needs_gradients = False
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         _, maps = record_attention(self.model, inputs)
         return head_rows(self.model, attention_rollout(maps))
 
@@ -158,9 +158,9 @@ def gae_relevance(maps: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -
 class CheferGAEExplainer(_ViTAttentionExplainer):
     """Chefer et al.'s gradient-weighted attention relevance (GAE): R += mean_h((dlogit/dA * A)^+) R over blocks."""
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         logits, maps = record_attention(self.model, inputs)
-        score = logits.gather(1, targets[:, None]).sum()
+        score = logits.gather(1, target[:, None]).sum()
         grads = torch.autograd.grad(score, maps)
         return head_rows(self.model, gae_relevance(maps, grads))
 
@@ -179,7 +179,7 @@ class LeGradExplainer(_ViTAttentionExplainer):
             raise XaibenchError(f"method 'legrad': layers must be 1..{depth} (the last blocks used), got {layers}")
         self.layers = layers or depth
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         encoder, prefix = self.model.encoder, self.model.encoder.num_prefix_tokens
         outputs: list[torch.Tensor] = []
         hooks = [block.register_forward_hook(lambda module, args, out: outputs.append(out))
@@ -191,7 +191,7 @@ class LeGradExplainer(_ViTAttentionExplainer):
                 hook.remove()
         total = 0.0
         for tokens, weights in list(zip(outputs, maps))[-self.layers:]:
-            score = encoder.forward_head(encoder.norm(tokens)).gather(1, targets[:, None]).sum()
+            score = encoder.forward_head(encoder.norm(tokens)).gather(1, target[:, None]).sum()
             (grad,) = torch.autograd.grad(score, weights, retain_graph=True)
             total = total + grad.clamp(min=0).float().mean(dim=(1, 2))[:, prefix:]  # heads and queries
         return total / self.layers

@@ -1,15 +1,14 @@
-"""The explainer interface: one class per method, one verb `explain(inputs, targets) -> Explanation`.
+"""The explainer interface: one class per method, one verb `attribute(inputs, target) -> [B, n]` (Captum's).
 
-The base class times the batch, counts forward/backward passes through the model and checks every output.
+`run_explainer`, the thin wrapper the runner calls, times the batch, counts passes and checks every output.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -21,11 +20,10 @@ from xaibench.registry import METHODS
 
 @dataclass
 class Explanation:
-    """What an explainer returns for a batch of B images of side H with n patches."""
+    """What `run_explainer` returns for a batch of B images with n patches: the attributions and their cost."""
 
     method: str
     attributions: torch.Tensor  # [B, n] float, on the inputs' device; higher = more important for the target
-    pixel_map: torch.Tensor | None = None  # [B, H, W] where the method has a pixel-level map (for figures)
     seconds: float = 0.0  # wall time for the whole batch (CUDA synchronised)
     n_forward: float = 0.0  # forward passes through the model per image (counted)
     n_backward: float = 0.0  # backward passes through the model per image (counted)
@@ -135,43 +133,13 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-_NO_TARGET: Any = object()  # `targets` / `target` not given
-
-
-def _one_target(method: str, targets: Any, target: Any) -> Any:
-    """explain's target classes, given either as `targets` or as Captum's keyword `target` (exactly one of them)."""
-    if targets is not _NO_TARGET and target is not _NO_TARGET:
-        raise XaibenchError(f"method {method!r}: explain() got both targets and target; pass one of them")
-    if targets is _NO_TARGET and target is _NO_TARGET:
-        raise XaibenchError(f"method {method!r}: explain() needs the target classes (targets=... or target=...)")
-    return target if targets is _NO_TARGET else targets
-
-
-def _accepting_target(attribute: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a subclass's `attribute(inputs, targets, generator)` so that it also takes `target=` (Captum's name)."""
-
-    @functools.wraps(attribute)
-    def attribute_with_target(self: "Explainer", inputs: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        keywords = [kwargs.pop(name) for name in ("targets", "target") if name in kwargs]
-        if not keywords:
-            return attribute(self, inputs, *args, **kwargs)
-        if args or len(keywords) > 1:  # the first positional argument after inputs is the targets
-            raise XaibenchError(f"method {self.name!r}: attribute() got the target classes twice; "
-                                f"pass them once (positionally, as targets= or as target=)")
-        return attribute(self, inputs, keywords[0], **kwargs)  # positional: any parameter name works
-
-    attribute_with_target.accepts_target = True  # type: ignore[attr-defined]
-    return attribute_with_target
-
-
 class Explainer:
-    """Base of every explainer. A subclass overrides `attribute` and nothing else; callers use `explain`.
+    """Base of every explainer. A subclass overrides `attribute` and nothing else; the runner calls `run_explainer`.
 
-    `attribute(inputs [B,C,H,W], targets long [B], generator)` returns patch scores [B, n], or a pixel map
-    [B, H, W] that the base class sums over each patch (and keeps as `pixel_map`). Both verbs also take the
-    target classes as Captum's keyword `target=` (one wrapper, added to every subclass's `attribute`). What a
-    method needs of its model is declared, not coded: `families` (read by `unsuited_reason`, for the tables),
-    `requires` and `requirement` (also checked at construction: a model without them is refused).
+    `attribute(inputs [B,C,H,W], target long [B], generator=None)` returns patch scores [B, n] (a method that
+    computes a pixel map returns `self.to_patches(pixel_map)`). What a method needs of its model is declared, not
+    coded: `families` (read by `unsuited_reason`, for the tables), `requires` and `requirement` (also checked at
+    construction: a model without them is refused).
     """
 
     #: run `attribute` with autograd enabled (False: under torch.no_grad, faster)
@@ -186,12 +154,9 @@ class Explainer:
     any_family_option: str | None = None
     #: modules where a backward pass that stops inside the network is counted (Grad-CAM's layer; default none)
     probes: tuple[nn.Module, ...] = ()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        attribute = cls.__dict__.get("attribute")
-        if attribute is not None and not getattr(attribute, "accepts_target", False):
-            cls.attribute = _accepting_target(attribute)
+    #: image rows the method ran through networks other than the model (a fine-tuned copy), which PassCounter
+    #: cannot see; `run_explainer` zeroes it before `attribute` and counts it as forward passes
+    extra_forward_rows: int = 0
 
     def __init__(self, model: nn.Module):
         for attribute in ("n_patches", "patch_size", "grid_size", "forward_fn"):
@@ -210,70 +175,76 @@ class Explainer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.name!r}, model={type(self.model).__name__})"
 
-    # -- the one hook ---------------------------------------------------------------
-    def attribute(self, inputs: torch.Tensor, targets: torch.Tensor,
+    # -- the one verb ---------------------------------------------------------------
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        """Patch scores [B, n] or a pixel map [B, H, W] for the target classes."""
+        """Patch scores [B, n] of `inputs` [B, C, H, W] for the target classes `target` long [B]."""
         raise NotImplementedError(f"method {self.name!r}: {type(self).__name__} does not implement attribute()")
 
-    # -- the one verb ---------------------------------------------------------------
-    def explain(self, inputs: torch.Tensor, targets: torch.Tensor = _NO_TARGET, *, target: torch.Tensor = _NO_TARGET,
-                generator: torch.Generator | None = None) -> Explanation:
-        """Explain `inputs` [B, C, H, W] for `targets` (or `target=`) long [B]: patch attributions [B, n] plus cost."""
-        targets = self._check_inputs(inputs, _one_target(self.name, targets, target))
-        device = inputs.device
-        _synchronize(device)
-        start = time.perf_counter()
-        with PassCounter(self.model, tuple(self.probes)) as counter, torch.set_grad_enabled(self.needs_gradients):
-            raw = self.attribute(inputs, targets, generator)
-        _synchronize(device)
-        seconds = time.perf_counter() - start
-        attributions, pixel_map = self._check_output(raw, inputs)
-        batch = inputs.shape[0]
-        return Explanation(self.name, attributions, pixel_map, seconds,
-                           counter.forward_rows / batch, counter.max_backward_rows / batch)
+    def to_patches(self, pixel_map: torch.Tensor) -> torch.Tensor:
+        """A pixel map [B, H, W] as patch scores [B, n]: float, summed over each patch (detached)."""
+        return self.model.pixels_to_patches(pixel_map.detach().float())
 
-    __call__ = explain
 
-    # -- guards -----------------------------------------------------------------------
-    def _check_inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        side = model.grid_size * model.patch_size
-        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or inputs.shape[-2:] != (side, side):
-            shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-            raise XaibenchError(f"method {self.name!r}: inputs must be [B, C, {side}, {side}], got {shape}")
-        targets = torch.as_tensor(targets, device=inputs.device)
-        if targets.shape != (inputs.shape[0],) or targets.is_floating_point():
-            raise XaibenchError(f"method {self.name!r}: targets must be integer class ids [B]="
-                                f"[{inputs.shape[0]}], got {targets.dtype} {tuple(targets.shape)}")
-        num_classes = getattr(model, "num_classes", None)
-        if num_classes is not None and bool(((targets < 0) | (targets >= num_classes)).any()):
-            raise XaibenchError(f"method {self.name!r}: targets must lie in 0..{num_classes - 1}, "
-                                f"got {targets.min().item()}..{targets.max().item()}")
-        return targets.long()
+def run_explainer(explainer: Explainer, inputs: torch.Tensor, target: torch.Tensor, *,
+                  generator: torch.Generator | None = None) -> Explanation:
+    """`explainer.attribute(inputs [B, C, H, W], target long [B], generator)` with its cost: wall time (CUDA
+    synchronised), forward/backward passes per image, under torch.no_grad unless the method `needs_gradients`.
 
-    def _check_output(self, raw: Any, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, _, h, w = inputs.shape
-        n = self.model.n_patches
-        if not isinstance(raw, torch.Tensor):
-            raise ExplainerOutputError(f"method {self.name!r} returned {type(raw).__name__}, not a tensor "
-                                       f"[B, n]=[{b}, {n}]")
-        raw = raw.detach()
-        if raw.shape == (b, n):
-            pixel_map = None
-        elif raw.shape == (b, h, w):
-            pixel_map = raw.float().to(inputs.device)
-        else:
-            raise ExplainerOutputError(f"method {self.name!r} returned attributions of shape {tuple(raw.shape)}; "
-                                       f"expected [B, n]=[{b}, {n}] or a pixel map [B, H, W]=[{b}, {h}, {w}]")
-        bad = ~torch.isfinite(raw)
-        if bad.any():
-            kinds = sorted({str(v) for v in raw[bad].flatten()[:1000].tolist()})
-            raise ExplainerOutputError(f"method {self.name!r} returned {int(bad.sum())} non-finite attribution "
-                                       f"values ({', '.join(kinds)}) in a tensor of shape {tuple(raw.shape)}")
-        if pixel_map is not None:
-            return self.model.pixels_to_patches(pixel_map), pixel_map
-        return raw.float().to(inputs.device), None
+    The inputs and targets are checked first (one-line XaibenchError), the output after: a tensor [B, n] of
+    finite values, else ExplainerOutputError naming the method.
+    """
+    target = _checked_target(explainer, inputs, target)
+    device = inputs.device
+    explainer.extra_forward_rows = 0
+    _synchronize(device)
+    start = time.perf_counter()
+    with (PassCounter(explainer.model, tuple(explainer.probes)) as counter,
+          torch.set_grad_enabled(explainer.needs_gradients)):
+        raw = explainer.attribute(inputs, target, generator)  # positional: a plugin may name them as it likes
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    attributions = _checked_attributions(explainer, raw, inputs)
+    batch = inputs.shape[0]
+    n_forward = counter.forward_rows / batch + explainer.extra_forward_rows / batch
+    return Explanation(explainer.name, attributions, seconds, n_forward, counter.max_backward_rows / batch)
+
+
+def _checked_target(explainer: Explainer, inputs: torch.Tensor, target: Any) -> torch.Tensor:
+    """`target` as long [B] on the inputs' device, once inputs and targets are checked against the model."""
+    model, name = explainer.model, explainer.name
+    side = model.grid_size * model.patch_size
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or inputs.shape[-2:] != (side, side):
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise XaibenchError(f"method {name!r}: inputs must be [B, C, {side}, {side}], got {shape}")
+    target = torch.as_tensor(target, device=inputs.device)
+    if target.shape != (inputs.shape[0],) or target.is_floating_point():
+        raise XaibenchError(f"method {name!r}: targets must be integer class ids [B]="
+                            f"[{inputs.shape[0]}], got {target.dtype} {tuple(target.shape)}")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and bool(((target < 0) | (target >= num_classes)).any()):
+        raise XaibenchError(f"method {name!r}: targets must lie in 0..{num_classes - 1}, "
+                            f"got {target.min().item()}..{target.max().item()}")
+    return target.long()
+
+
+def _checked_attributions(explainer: Explainer, raw: Any, inputs: torch.Tensor) -> torch.Tensor:
+    """`attribute`'s output as float [B, n] on the inputs' device, or ExplainerOutputError."""
+    b, _, h, w = inputs.shape
+    n, name = explainer.model.n_patches, explainer.name
+    if not isinstance(raw, torch.Tensor):
+        raise ExplainerOutputError(f"method {name!r} returned {type(raw).__name__}, not a tensor [B, n]=[{b}, {n}]")
+    raw = raw.detach()
+    if raw.shape != (b, n):
+        hint = "; a pixel map [B, H, W]: return self.to_patches(pixel_map)" if raw.shape == (b, h, w) else ""
+        raise ExplainerOutputError(f"method {name!r} returned attributions of shape {tuple(raw.shape)}; "
+                                   f"expected [B, n]=[{b}, {n}]{hint}")
+    bad = ~torch.isfinite(raw)
+    if bad.any():
+        kinds = sorted({str(v) for v in raw[bad].flatten()[:1000].tolist()})
+        raise ExplainerOutputError(f"method {name!r} returned {int(bad.sum())} non-finite attribution "
+                                   f"values ({', '.join(kinds)}) in a tensor of shape {tuple(raw.shape)}")
+    return raw.float().to(inputs.device)
 
 
 class FittedExplainer(Explainer):

@@ -21,19 +21,19 @@ class OFAExplainer(Explainer):
     requires = ("attributions", "shapley")
     requirement = "an OFA network (ofa or segm)"
 
-    def attribute(self, inputs, targets, generator=None):
-        return self.model.attributions(inputs, targets)
+    def attribute(self, inputs, target, generator=None):
+        return self.model.attributions(inputs, target)
 
 
 @register_method("grad")
 class GradientExplainer(Explainer):
     """Vanilla gradient of the target-class probability w.r.t. the pixels; |grad| summed over channels, then per patch."""
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         x = inputs.detach().requires_grad_(True)
-        probability = self.model.forward_fn(x).gather(1, targets[:, None]).sum()
+        probability = self.model.forward_fn(x).gather(1, target[:, None]).sum()
         (grad,) = torch.autograd.grad(probability, x)
-        return grad.abs().sum(dim=1)  # pixel map [B, H, W]; the base class sums it over each patch
+        return self.to_patches(grad.abs().sum(dim=1))  # the pixel map [B, H, W] summed over each patch
 
 
 @register_method("attn")
@@ -45,7 +45,7 @@ class AttentionExplainer(Explainer):
     requires = ("last_block_attention", "encoder.num_prefix_tokens")
     requirement = "a ViT-based model (ofa, segm, vit) with last_block_attention"
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         attention = self.model.last_block_attention(inputs)  # [B, heads, T, T], T = prefix + n
         prefix = self.model.encoder.num_prefix_tokens
         return attention[:, :, 0, prefix:].mean(dim=1)  # row of the class token (index 0), patch columns
@@ -57,5 +57,5 @@ class RandomExplainer(Explainer):
 
     needs_gradients = False
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         return uniform((inputs.shape[0], self.model.n_patches), generator, inputs.device)

@@ -169,11 +169,11 @@ class CamExplainer(Explainer):
                 setattr(cam, option, value)
         return cam
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
-        target = ClassifierOutputSoftmaxTarget if self.output == "prob" else ClassifierOutputTarget
-        chosen = [target(int(t)) for t in targets.tolist()]
+        output_target = ClassifierOutputSoftmaxTarget if self.output == "prob" else ClassifierOutputTarget
+        chosen = [output_target(int(t)) for t in target.tolist()]
         with _no_inplace(self.model), _quiet_progress(), self._cam() as cam:
             maps = torch.as_tensor(cam(input_tensor=inputs, targets=chosen), device=inputs.device).float()
         self.model.zero_grad(set_to_none=True)  # the library's loss.backward() fills the parameters' .grad
@@ -181,7 +181,8 @@ class CamExplainer(Explainer):
         if maps.shape[-2:] == (g, g):
             return maps.reshape(inputs.shape[0], g * g)
         side = inputs.shape[-1]
-        return F.interpolate(maps[:, None], size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+        return self.to_patches(F.interpolate(maps[:, None], size=(side, side), mode="bilinear",
+                                             align_corners=False)[:, 0])
 
 
 def register_cam_row(row: CamRow) -> type[CamExplainer]:

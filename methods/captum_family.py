@@ -67,7 +67,7 @@ def _no_inplace(model: nn.Module) -> Iterator[None]:
 class CaptumRow:
     """One Captum method: registered as `captum.<name>`, built as a `KINDS[kind]` explainer.
 
-    The Captum call it makes is `captum.attr.<algorithm>(forward, **construct(e)).attribute(input, target=targets,
+    The Captum call it makes is `captum.attr.<algorithm>(forward, **construct(e)).attribute(input, target=target,
     **kind's keywords, **arguments(e, input, generator))`, where `e` is the explainer (its options are attributes).
     """
 
@@ -133,7 +133,7 @@ class CaptumExplainer(Explainer):
         keep_mask = presence.reshape(presence.shape[0], -1) > 0.5
         return self.score(x, keep_mask)
 
-    def captum_call(self, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None,
+    def captum_call(self, inputs: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None,
                     forward: Callable[..., torch.Tensor], **keywords: Any) -> torch.Tensor:
         """The row's Captum call on `inputs` with the kind's `keywords` (not a hook: every row goes through it)."""
         row, captum = self.row, _captum()
@@ -145,7 +145,7 @@ class CaptumExplainer(Explainer):
                                                                                else {}))
             if row.noise_tunnel:
                 algorithm = captum.NoiseTunnel(algorithm)
-            return algorithm.attribute(inputs, target=targets, **keywords)
+            return algorithm.attribute(inputs, target=target, **keywords)
 
 
 class _ScoreNet(nn.Module):
@@ -162,13 +162,13 @@ class _ScoreNet(nn.Module):
 
 class PixelCaptumExplainer(CaptumExplainer):
     """Gradient family: Captum attributes the pixels [B, C, H, W]; the map is summed over channels (|a| where the
-    row is `absolute`), then over each patch by the base class."""
+    row is `absolute`), then over each patch."""
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         with seeded_global_rng(generator, inputs.device), _quiet():
             x = inputs.detach().clone().requires_grad_(True)
-            pixels = self.captum_call(x, targets, generator, self.score)
-            return (pixels.abs() if self.row.absolute else pixels).sum(dim=1)
+            pixels = self.captum_call(x, target, generator, self.score)
+            return self.to_patches((pixels.abs() if self.row.absolute else pixels).sum(dim=1))
 
 
 class PatchCaptumExplainer(CaptumExplainer):
@@ -180,13 +180,13 @@ class PatchCaptumExplainer(CaptumExplainer):
 
     needs_gradients = False
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         with seeded_global_rng(generator, inputs.device), _quiet():
             batch, n, g = inputs.shape[0], self.model.n_patches, self.model.grid_size
             presence = torch.ones(batch, n, device=inputs.device)
             if self.row.grid_features:
                 presence = presence.reshape(-1, g, g)
-            scores = self.captum_call(presence, targets, generator, self.presence_score, baselines=0.0,
+            scores = self.captum_call(presence, target, generator, self.presence_score, baselines=0.0,
                                       additional_forward_args=(inputs,),
                                       perturbations_per_eval=self.perturbations_per_eval)
             return scores.reshape(batch, n)
@@ -213,11 +213,11 @@ class LayerCaptumExplainer(CaptumExplainer):
 
     token_grid: _TokenGrid | None = None
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         with seeded_global_rng(generator, inputs.device), _quiet():
             handle = self._route_tokens_through_grid() if self.token_grid is not None else None
             try:
-                cam = self.captum_call(inputs, targets, generator, self.score)  # [B, 1, h, w]
+                cam = self.captum_call(inputs, target, generator, self.score)  # [B, 1, h, w]
             finally:
                 if handle is not None:
                     handle.remove()
@@ -225,7 +225,7 @@ class LayerCaptumExplainer(CaptumExplainer):
                 return cam.reshape(inputs.shape[0], self.model.n_patches)  # one cell per patch
             side = inputs.shape[-1]
             pixels = _captum().LayerAttribution.interpolate(cam, (side, side), interpolate_mode="bilinear")
-            return pixels[:, 0]  # pixel map [B, H, W]; the base class sums it over each patch
+            return self.to_patches(pixels[:, 0])  # the pixel map [B, H, W] summed over each patch
 
     def _route_tokens_through_grid(self) -> Any:
         """A pre-hook on the last block that passes its patch tokens through the token grid (removed by the caller)."""

@@ -93,12 +93,12 @@ class ConservativeLRPExplainer(Explainer):
     requires = VIT_REQUIRES
     requirement = VIT_REQUIREMENT
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         x = inputs.detach().clone().requires_grad_(True)
         with conservative_rules(self.model):
-            logit = self.model(x).gather(1, targets[:, None]).sum()
+            logit = self.model(x).gather(1, target[:, None]).sum()
             (grad,) = torch.autograd.grad(logit, x)
-        return (x.detach() * grad).sum(dim=1)  # pixel map [B, H, W] of relevance; the base class sums each patch
+        return self.to_patches((x.detach() * grad).sum(dim=1))  # the relevance map [B, H, W] summed per patch
 
 
 # -- zennit's LRP for ResNets ------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class ZennitLRPExplainer(Explainer):
                                 f"got {composite!r}")
         self.composite, self.epsilon = composite, epsilon
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         import zennit.canonizers
         import zennit.composites
         import zennit.layer
@@ -163,11 +163,11 @@ class ZennitLRPExplainer(Explainer):
         composite = zennit.composites.COMPOSITES[self.composite](epsilon=self.epsilon, canonizers=canonizers)
         x = self.model.prepare(inputs.detach()).detach().requires_grad_(True)
         with _no_inplace(net), composite.context(net) as modified:
-            logit = modified(x).gather(1, targets[:, None])
+            logit = modified(x).gather(1, target[:, None])
             # The relevance entering the output layer is the target logit itself (zennit's hooks read a gradient
             # as relevance), so the input relevance adds up to the logit, less what biases and epsilon absorb.
             (relevance,) = torch.autograd.grad(logit, x, grad_outputs=logit.detach())
-        return relevance.sum(dim=1)  # pixel map [B, H, W] of relevance (channels of an RGB stem summed)
+        return self.to_patches(relevance.sum(dim=1))  # relevance map [B, H, W] (an RGB stem's channels summed)
 
 
 ZennitLRPExplainer.__doc__ = summary(ZennitLRPExplainer.__doc__, "zennit")

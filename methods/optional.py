@@ -5,10 +5,9 @@ Such a method raises `not_suited(reason)` when it is built: the engine shows its
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 
-from xaibench.errors import XaibenchError
+from xaibench.errors import NotApplicable, XaibenchError
 
 #: the optional-dependency extra that provides each lazily imported package (see pyproject.toml)
 EXTRAS = {"zennit": "lrp", "pytorch_grad_cam": "cam"}
@@ -16,19 +15,13 @@ EXTRAS = {"zennit": "lrp", "pytorch_grad_cam": "cam"}
 DISTRIBUTIONS = {"zennit": "zennit", "pytorch_grad_cam": "grad-cam"}
 
 
-@functools.cache
-def _not_suited_class() -> type:
-    # Imported at the first refusal, not with the package: xaibench.engine imports xaibench.methods.
-    from xaibench.engine.units import NotApplicable
-
-    return type("NotSuited", (NotApplicable, XaibenchError), {
-        "__module__": __name__,
-        "__doc__": "A method that cannot run here: its optional package is missing, or the model lacks what it reads."})
+class NotSuited(NotApplicable, XaibenchError):
+    """A method that cannot run here: its optional package is missing, or the model lacks what it reads."""
 
 
-def not_suited(reason: str) -> Exception:
+def not_suited(reason: str) -> NotSuited:
     """The exception a method raises when built where it cannot run (n/a in a run, one line elsewhere)."""
-    return _not_suited_class()(reason)
+    return NotSuited(reason)
 
 
 def install_line(package: str) -> str:

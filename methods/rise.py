@@ -1,7 +1,7 @@
 """RISE (Petsiuk et al. 2018) on the patch grid: random keep-masks weighted by the model's output.
 
 Each image gets `n_masks` masks that keep every patch independently with probability `p_keep`, drawn from the
-generator `explain` receives. The masked images go through the model's own masked forward, `forward_fn(x,
+generator `attribute` receives. The masked images go through the model's own masked forward, `forward_fn(x,
 keep_mask)`, as the metrics remove patches (the mask token for the ViT family, the fill for a CNN), `batch_size`
 rows per call. A patch's score is the mean target probability over its masks, E[p(x masked) | patch kept]:
 sum_i p_i * m_i / (n_masks * p_keep).
@@ -34,7 +34,7 @@ class RISEExplainer(Explainer):
             raise XaibenchError(f"method 'rise': batch_size must be a positive integer, got {batch_size!r}")
         self.n_masks, self.p_keep, self.batch_size = n_masks, p_keep, batch_size
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         b, n = inputs.shape[0], self.model.n_patches
         masks = uniform((b, self.n_masks, n), generator, inputs.device) < self.p_keep  # [B, N, n] keep-masks
         rows = masks.reshape(b * self.n_masks, n)
@@ -43,6 +43,6 @@ class RISEExplainer(Explainer):
         for start in range(0, rows.shape[0], self.batch_size):
             chunk = slice(start, start + self.batch_size)
             probabilities = self.model.forward_fn(inputs[image[chunk]], rows[chunk])
-            scores[chunk] = probabilities.gather(1, targets[image[chunk], None])[:, 0].float()
+            scores[chunk] = probabilities.gather(1, target[image[chunk], None])[:, 0].float()
         weighted = scores.reshape(b, self.n_masks, 1) * masks.float()
         return weighted.sum(dim=1) / (self.n_masks * self.p_keep)

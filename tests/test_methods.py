@@ -11,8 +11,18 @@ from torch import nn
 
 from xaibench.cli import main
 from xaibench.errors import ExplainerOutputError, XaibenchError
-from xaibench.methods import (CAPTUM_TABLE, CaptumRow, Explainer, Explanation, create_method, list_methods,
-                               register_captum_row, seeded_global_rng, unsuited_reason)
+from xaibench.methods import (
+    CAPTUM_TABLE,
+    CaptumRow,
+    Explainer,
+    Explanation,
+    create_method,
+    list_methods,
+    register_captum_row,
+    run_explainer,
+    seeded_global_rng,
+    unsuited_reason,
+)
 from xaibench.methods.captum_family import KINDS
 from xaibench.models import MaskedClassifier, create_model
 from xaibench.plugins import load_plugins
@@ -65,17 +75,16 @@ def test_builtin_contract_shape_device_finite_and_seeded(name):
     model = tiny("ofa")
     x, y = batch()
     explainer = create_method(name, model, **FAST.get(name, {}))
-    first = explainer.explain(x, y, generator=seeded())
+    first = run_explainer(explainer, x, y, generator=seeded())
     torch.manual_seed(123)  # a different global RNG state must not matter: the generator decides
-    second = explainer.explain(x, y, generator=seeded())
+    second = run_explainer(explainer, x, y, generator=seeded())
     assert isinstance(first, Explanation) and first.method == name
     assert first.attributions.shape == (3, N) and first.attributions.dtype == torch.float32
     assert first.attributions.device == x.device
     assert torch.isfinite(first.attributions).all()
     assert torch.equal(first.attributions, second.attributions)
-    if first.pixel_map is not None:
-        assert first.pixel_map.shape == (3, 16, 16)
-        assert torch.allclose(model.pixels_to_patches(first.pixel_map), first.attributions)
+    with torch.set_grad_enabled(explainer.needs_gradients):  # the verb itself gives the same tensor
+        assert torch.equal(explainer.attribute(x, y, generator=seeded()), first.attributions)
     assert first.seconds > 0 and first.n_backward >= 0
     assert first.n_forward >= (0 if name == "random" else 1)
     if name != "random":  # a real explanation is not constant
@@ -91,7 +100,7 @@ def test_model_agnostic_methods_run_on_vit_and_resnet(model_name, name):
     options = dict(FAST.get(name, {}))
     if name == "captum.LayerGradCam" and model_name == "resnet18":
         options = dict(layer="net.layer2", relu=False)  # layer4 of a 16 px image is 1 x 1: a constant map
-    explanation = create_method(name, model, **options).explain(x, y, generator=seeded())
+    explanation = run_explainer(create_method(name, model, **options), x, y, generator=seeded())
     assert explanation.attributions.shape == (2, N)
     assert torch.isfinite(explanation.attributions).all() and explanation.attributions.abs().sum() > 0
     # Captum's hooks are gone and inplace activations restored afterwards
@@ -135,7 +144,7 @@ def test_the_truly_important_patch_ranks_first_on_an_additive_model(name):
     model = AdditiveModel(weights).eval()
     x = torch.rand(4, 1, 16, 16, generator=g) * 0.3 + 0.05  # positive, target probability far from saturated
     targets = torch.ones(4, dtype=torch.long)
-    scores = create_method(name, model).explain(x, targets, generator=seeded()).attributions
+    scores = run_explainer(create_method(name, model), x, targets, generator=seeded()).attributions
     assert (scores.argmax(dim=1) == important).all(), scores
 
 
@@ -143,9 +152,9 @@ def test_random_is_independent_of_the_input_and_seeded():
     model = tiny("ofa")
     explainer = create_method("random", model)
     (x1, y), (x2, _) = batch(seed=1), batch(seed=2)
-    a = explainer.explain(x1, y, generator=seeded(5)).attributions
-    b = explainer.explain(x2, y, generator=seeded(5)).attributions
-    c = explainer.explain(x1, y, generator=seeded(6)).attributions
+    a = run_explainer(explainer, x1, y, generator=seeded(5)).attributions
+    b = run_explainer(explainer, x2, y, generator=seeded(5)).attributions
+    c = run_explainer(explainer, x1, y, generator=seeded(6)).attributions
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -156,13 +165,13 @@ def test_ofa_explanation_is_phi_plus_minus_phi_minus_of_the_target():
     with torch.no_grad():
         phi_plus, phi_minus = model.shapley(x)
     expected = (phi_plus - phi_minus)[torch.arange(4), :, y]
-    assert torch.allclose(create_method("ofa", model).explain(x, y).attributions, expected, atol=1e-6)
+    assert torch.allclose(run_explainer(create_method("ofa", model), x, y).attributions, expected, atol=1e-6)
 
 
 def test_attn_is_the_class_token_row_averaged_over_heads():
     model = tiny("vit")
     x, y = batch()
-    scores = create_method("attn", model).explain(x, y).attributions
+    scores = run_explainer(create_method("attn", model), x, y).attributions
     with torch.no_grad():
         attention = model.last_block_attention(x)  # [B, heads, T, T]
     prefix = model.encoder.num_prefix_tokens
@@ -171,11 +180,11 @@ def test_attn_is_the_class_token_row_averaged_over_heads():
     assert (scores >= 0).all() and (scores.sum(dim=1) <= 1 + 1e-5).all()
 
 
-# -- one hook, Captum's keyword, the table ------------------------------------------------------------------
+# -- one verb, Captum's keyword, the table ------------------------------------------------------------------
 
 
 class _Labels(Explainer):
-    """Scores = the target class id on every patch; its parameters are not called `targets`."""
+    """Scores = the target class id on every patch; its parameters are not called `target`."""
 
     needs_gradients = False
     registered_name = "test.labels"
@@ -185,38 +194,33 @@ class _Labels(Explainer):
 
 
 @pytest.mark.parametrize("name", ["grad", "random", "captum.Saliency", "captum.KernelShap"])
-def test_target_keyword_gives_the_same_as_targets(name):
+def test_attribute_takes_captum_s_target_keyword_and_run_explainer_adds_only_the_cost(name):
     model = tiny("ofa")
     x, y = batch()
     explainer = create_method(name, model, **FAST.get(name, {}))
-    positional = explainer.explain(x, y, generator=seeded()).attributions
-    assert torch.equal(explainer.explain(x, target=y, generator=seeded()).attributions, positional)
-    assert torch.equal(explainer.explain(x, targets=y, generator=seeded()).attributions, positional)
-    assert torch.equal(explainer(x, target=y, generator=seeded()).attributions, positional)
+    assert list(inspect.signature(type(explainer).attribute).parameters) == ["self", "inputs", "target", "generator"]
+    explained = run_explainer(explainer, x, y, generator=seeded())
+    assert torch.equal(run_explainer(explainer, x, target=y, generator=seeded()).attributions, explained.attributions)
     with torch.set_grad_enabled(explainer.needs_gradients):
-        raw = explainer.attribute(x, y, seeded())
-        assert torch.equal(explainer.attribute(x, target=y, generator=seeded()), raw)
-        assert torch.equal(explainer.attribute(x, targets=y, generator=seeded()), raw)
+        assert torch.equal(explainer.attribute(x, target=y, generator=seeded()), explained.attributions)
+        assert torch.equal(explainer.attribute(x, y, seeded()), explained.attributions)
+    assert not hasattr(explainer, "explain") and not callable(explainer)  # one verb
 
 
-def test_target_keyword_reaches_a_custom_attribute_whatever_its_parameter_names():
+def test_run_explainer_passes_the_targets_positionally_whatever_attribute_calls_them():
     model = tiny("ofa")
     x, y = batch()
     explainer = _Labels(model)
     expected = y.float()[:, None].expand(-1, N)
-    assert torch.equal(explainer.attribute(x, target=y), expected)
     assert torch.equal(explainer.attribute(x, y), expected)
-    assert torch.equal(explainer.explain(x, target=y).attributions, expected)
-    with pytest.raises(XaibenchError, match="'test.labels': attribute\\(\\) got the target classes twice"):
-        explainer.attribute(x, y, target=y)
-    with pytest.raises(XaibenchError, match="'test.labels': explain\\(\\) got both targets and target"):
-        explainer.explain(x, y, target=y)
-    with pytest.raises(XaibenchError, match="'test.labels': explain\\(\\) needs the target classes"):
-        explainer.explain(x)
+    assert torch.equal(run_explainer(explainer, x, y).attributions, expected)
+    assert torch.equal(run_explainer(explainer, x, target=y).attributions, expected)
+    with pytest.raises(TypeError):
+        run_explainer(explainer, x)
 
 
 def test_every_builtin_overrides_attribute_and_no_other_hook():
-    hooks = {name for name, value in vars(Explainer).items() if callable(value)} - {"__init__", "__init_subclass__"}
+    hooks = {name for name, value in vars(Explainer).items() if callable(value)} - {"__init__"}
     for name in BUILTIN:
         cls = METHODS.get(name)
         overridden = {attr for klass in cls.__mro__[:cls.__mro__.index(Explainer)] for attr in vars(klass)
@@ -258,8 +262,8 @@ def test_table_rows_make_the_captum_call_they_document():
 
     model = tiny("ofa")
     x, y = batch()
-    ig = create_method("captum.IntegratedGradients", model, n_steps=5, baseline=0.2, method="riemann_left",
-                       output="logit").explain(x, y).attributions
+    ig = run_explainer(create_method("captum.IntegratedGradients", model, n_steps=5, baseline=0.2,
+                                     method="riemann_left", output="logit"), x, y).attributions
     by_hand = captum.attr.IntegratedGradients(model).attribute(x.clone().requires_grad_(True), baselines=0.2, target=y,
                                                                n_steps=5, method="riemann_left")
     assert torch.allclose(ig, _patch_sums(model, by_hand), atol=1e-6)
@@ -267,14 +271,15 @@ def test_table_rows_make_the_captum_call_they_document():
     def presence_score(presence, images):
         return model.forward_fn(images, presence.reshape(presence.shape[0], -1) > 0.5)
 
-    occlusion = create_method("captum.Occlusion", model, window=3, stride=1).explain(x, y).attributions
+    occlusion = run_explainer(create_method("captum.Occlusion", model, window=3, stride=1), x, y).attributions
     with torch.no_grad():
         by_hand = captum.attr.Occlusion(presence_score).attribute(
             torch.ones(3, 4, 4), sliding_window_shapes=(3, 3), strides=(1, 1), baselines=0.0, target=y,
             additional_forward_args=(x,))
     assert torch.allclose(occlusion, by_hand.reshape(3, N), atol=1e-6)
 
-    kernel = create_method("captum.KernelShap", model, n_samples=20).explain(x, y, generator=seeded(3)).attributions
+    kernel = run_explainer(create_method("captum.KernelShap", model, n_samples=20), x, y,
+                           generator=seeded(3)).attributions
     with torch.no_grad(), seeded_global_rng(seeded(3), x.device):
         by_hand = captum.attr.KernelShap(presence_score).attribute(
             torch.ones(3, N), baselines=0.0, target=y, additional_forward_args=(x,), n_samples=20,
@@ -290,8 +295,8 @@ def test_a_new_row_is_a_new_method(monkeypatch):
     assert METHODS.get("captum.test.Saliency") is cls and cls.__doc__ == row.summary
     model = tiny("ofa")
     x, y = batch()
-    new = create_method("captum.test.Saliency", model).explain(x, y).attributions
-    assert torch.equal(new, create_method("captum.Saliency", model).explain(x, y).attributions)
+    new = run_explainer(create_method("captum.test.Saliency", model), x, y).attributions
+    assert torch.equal(new, run_explainer(create_method("captum.Saliency", model), x, y).attributions)
     with pytest.raises(XaibenchError, match="kind must be one of pixel, patch, layer, got 'pixels'"):
         register_captum_row(CaptumRow("test.Bad", "pixels", "a typo"))
 
@@ -357,8 +362,8 @@ def test_grad_cam_finds_a_cnn_layer_by_itself():
     x, y = batch()
     explainer = create_method("captum.LayerGradCam", model)
     assert explainer.layer is model.features[2] and explainer.probes == (model.features[2],)
-    explanation = explainer.explain(x, y)
-    assert explanation.attributions.shape == (3, N) and explanation.pixel_map.shape == (3, 16, 16)
+    explanation = run_explainer(explainer, x, y)
+    assert explanation.attributions.shape == (3, N)
     assert explanation.attributions.std() > 0 and (explanation.n_forward, explanation.n_backward) == (1, 1)
     with pytest.raises(XaibenchError, match="cannot find a layer in AdditiveModel; pass layer="):
         create_method("captum.LayerGradCam", AdditiveModel(torch.zeros(2, N)))
@@ -375,7 +380,7 @@ class _Returns(Explainer):
         super().__init__(model)
         self.value = value
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         return self.value
 
 
@@ -383,17 +388,19 @@ def test_guards_name_the_method_and_the_offending_shape_or_value():
     model = tiny("ofa")
     x, y = batch(b=2)
     with pytest.raises(ExplainerOutputError, match=r"'test.faulty'.*shape \(2, 5\).*\[2, 16\]"):
-        _Returns(model, torch.zeros(2, 5)).explain(x, y)
+        run_explainer(_Returns(model, torch.zeros(2, 5)), x, y)
     bad = torch.zeros(2, N)
     bad[1, 3] = float("nan")
     with pytest.raises(ExplainerOutputError, match=r"'test.faulty'.*1 non-finite.*nan"):
-        _Returns(model, bad).explain(x, y)
+        run_explainer(_Returns(model, bad), x, y)
     with pytest.raises(ExplainerOutputError, match=r"'test.faulty'.*inf"):
-        _Returns(model, torch.full((2, 16, 16), float("inf"))).explain(x, y)
+        run_explainer(_Returns(model, torch.full((2, N), float("inf"))), x, y)
+    with pytest.raises(ExplainerOutputError, match=r"'test.faulty'.*\(2, 16, 16\).*return self.to_patches"):
+        run_explainer(_Returns(model, torch.zeros(2, 16, 16)), x, y)  # a pixel map: the patch sums are the method's
     with pytest.raises(ExplainerOutputError, match="'test.faulty' returned list"):
-        _Returns(model, [0.0] * N).explain(x, y)
+        run_explainer(_Returns(model, [0.0] * N), x, y)
     with pytest.raises(XaibenchError, match="targets must lie in 0..2"):
-        _Returns(model, torch.zeros(2, N)).explain(x, torch.tensor([0, 3]))
+        run_explainer(_Returns(model, torch.zeros(2, N)), x, torch.tensor([0, 3]))
 
 
 @pytest.mark.parametrize("name, options, forward, backward", [
@@ -407,7 +414,7 @@ def test_guards_name_the_method_and_the_offending_shape_or_value():
 ])
 def test_pass_counts_are_counted_per_image(name, options, forward, backward):
     x, y = batch(b=3)
-    explanation = create_method(name, tiny("ofa"), **options).explain(x, y, generator=seeded())
+    explanation = run_explainer(create_method(name, tiny("ofa"), **options), x, y, generator=seeded())
     assert (explanation.n_forward, explanation.n_backward) == (forward, backward)
 
 
@@ -416,7 +423,7 @@ def test_captum_randomness_leaves_the_global_rng_alone():
     x, y = batch()
     torch.manual_seed(11)
     before = torch.get_rng_state()
-    create_method("captum.SmoothGrad", model, n_samples=2).explain(x, y, generator=seeded())
+    run_explainer(create_method("captum.SmoothGrad", model, n_samples=2), x, y, generator=seeded())
     assert torch.equal(before, torch.get_rng_state())
 
 
@@ -427,8 +434,8 @@ def test_explainers_on_cuda():
     for name in ["ofa", "grad", "attn", "random", "captum.IntegratedGradients", "captum.SmoothGrad",
                  "captum.FeatureAblation", "captum.LayerGradCam"]:
         explainer = create_method(name, model, **FAST.get(name, {}))
-        first = explainer.explain(x, y, generator=seeded(device="cuda"))
-        second = explainer.explain(x, y, generator=seeded(device="cuda"))
+        first = run_explainer(explainer, x, y, generator=seeded(device="cuda"))
+        second = run_explainer(explainer, x, y, generator=seeded(device="cuda"))
         assert first.attributions.device.type == "cuda" and first.attributions.shape == (3, N), name
         assert torch.isfinite(first.attributions).all(), name
         assert torch.allclose(first.attributions, second.attributions, atol=1e-6), name
@@ -458,8 +465,8 @@ def test_readme_plugin_example_runs_through_the_cli_and_explains(tmp_path, monke
     load_plugins([tmp_path])
     model = tiny("ofa")
     x, y = batch()
-    explanation = create_method("my.edges", model, power=2.0).explain(x, y, generator=seeded())
-    assert explanation.attributions.shape == (3, N) and explanation.pixel_map.shape == (3, 16, 16)
+    explanation = run_explainer(create_method("my.edges", model, power=2.0), x, y, generator=seeded())
+    assert explanation.attributions.shape == (3, N)
     assert explanation.n_forward == 0  # it ignores the model, and the count knows it
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from xaibench.methods import create_method
+from xaibench.methods import create_method, run_explainer
 from xaibench.metrics import srg
 from xaibench.training import DataSpec, TrainConfig, classification_scores, load_trained, predict_proba, train_model
 
@@ -19,7 +19,7 @@ def test_ofa_training_makes_phi_faithful_on_a_fast_setting(tmp_path):
     x, y = test.batch(slice(0, 100))
 
     def mean_srg(model, method):
-        attributions = create_method(method, model).explain(x, y, generator=torch.Generator().manual_seed(0))
+        attributions = run_explainer(create_method(method, model), x, y, generator=torch.Generator().manual_seed(0))
         return srg(model.forward_fn, x, attributions.attributions, y, steps=13,
                    generator=torch.Generator().manual_seed(1)).srg.mean().item()
 

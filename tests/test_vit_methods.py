@@ -11,10 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.engine.units import NotApplicable
-from xaibench.errors import XaibenchError
-from xaibench.methods import create_method, list_methods, unsuited_reason
-from xaibench.methods import optional
+from xaibench.errors import NotApplicable, XaibenchError
+from xaibench.methods import create_method, list_methods, optional, run_explainer, unsuited_reason
 from xaibench.methods.attention_family import attention_rollout, record_attention
 from xaibench.methods.cam_family import CAM_TABLE, tokens_to_grid
 from xaibench.models import MaskedClassifier, create_model
@@ -69,7 +67,7 @@ def test_every_new_method_gives_finite_patch_scores_and_leaves_the_model_as_it_w
     options = dict(FAST.get(name, {}))
     if (name, model_name) == ("gradcam.AblationCAM", "resnet18"):
         options["output"] = "logit"  # untrained: no channel's ablation lowers the probability, the map is all 0
-    explanation = create_method(name, model, **options).explain(x, y, generator=seeded())
+    explanation = run_explainer(create_method(name, model, **options), x, y, generator=seeded())
     scores = explanation.attributions
     assert scores.shape == (2, N) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
     assert scores.abs().sum() > 0 and explanation.n_forward >= 1
@@ -127,7 +125,7 @@ def test_rollout_rows_sum_to_one_and_the_score_is_the_class_token_row():
     assert torch.allclose(rollout.sum(dim=-1), torch.ones(2, 5 + N), atol=1e-5) and (rollout >= 0).all()
     one_block = attention_rollout(maps[:1])  # one block: the head mean halved, plus half the identity
     assert torch.allclose(one_block, 0.5 * maps[0].mean(dim=1) + 0.5 * torch.eye(5 + N), atol=1e-6)
-    scores = create_method("rollout", model).explain(x, y).attributions
+    scores = run_explainer(create_method("rollout", model), x, y).attributions
     assert torch.allclose(scores, rollout[:, 0, 5:], atol=1e-6)
 
 
@@ -136,8 +134,8 @@ def test_gae_and_legrad_are_nonnegative_and_depend_on_the_target_class():
     x, _ = batch()
     for name in ("chefer_gae", "legrad"):
         explainer = create_method(name, model)
-        first = explainer.explain(x, torch.tensor([0, 0])).attributions
-        second = explainer.explain(x, torch.tensor([1, 1])).attributions
+        first = run_explainer(explainer, x, torch.tensor([0, 0])).attributions
+        second = run_explainer(explainer, x, torch.tensor([1, 1])).attributions
         assert (first >= 0).all() and not torch.allclose(first, second), name
 
 
@@ -158,7 +156,7 @@ def test_clrp_conserves_relevance_where_nothing_absorbs_it():
         for name, parameter in model.named_parameters():
             if name.endswith("bias") or any(part in name for part in ("pos_embed", "cls_token", "reg_token")):
                 parameter.zero_()
-    relevance = create_method("clrp", model).explain(x, y).attributions
+    relevance = run_explainer(create_method("clrp", model), x, y).attributions
     logit = _target_logit(model, x, y)
     assert logit.abs().min() > 1e-3
     assert torch.allclose(relevance.sum(dim=1), logit, rtol=1e-4, atol=1e-6)
@@ -173,10 +171,10 @@ def test_zennit_lrp_conserves_relevance_where_no_bias_absorbs_it():
     x, y = batch(b=3)
     with torch.no_grad():
         model.net.fc.bias.zero_()
-    relevance = create_method("zennit.lrp", model).explain(x, y).attributions
+    relevance = run_explainer(create_method("zennit.lrp", model), x, y).attributions
     logit = _target_logit(model, x, y)
     assert torch.allclose(relevance.sum(dim=1), logit, rtol=1e-3, atol=1e-6)
-    other = create_method("zennit.lrp", model, composite="epsilon_alpha2_beta1_flat").explain(x, y).attributions
+    other = run_explainer(create_method("zennit.lrp", model, composite="epsilon_alpha2_beta1_flat"), x, y).attributions
     assert not torch.allclose(relevance, other)  # the composite is the one asked for
 
 
@@ -203,8 +201,8 @@ def test_rise_is_seeded_and_finds_the_patch_that_matters():
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
     y = torch.ones(3, dtype=torch.long)
     rise = create_method("rise", model, n_masks=64, batch_size=50)  # a batch size that does not divide the rows
-    first, again = rise.explain(x, y, generator=seeded(1)), rise.explain(x, y, generator=seeded(1))
-    other = rise.explain(x, y, generator=seeded(2))
+    first, again = run_explainer(rise, x, y, generator=seeded(1)), run_explainer(rise, x, y, generator=seeded(1))
+    other = run_explainer(rise, x, y, generator=seeded(2))
     assert torch.equal(first.attributions, again.attributions)
     assert not torch.equal(first.attributions, other.attributions)
     assert (first.attributions.argmax(dim=1) == 9).all()
@@ -247,7 +245,7 @@ def test_a_cam_puts_the_most_mass_on_the_one_patch_the_model_reads(name, output)
     model = OnePatchCNN(patch).eval()
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) + 0.1
     explainer = create_method(name, model, layer="gate", output=output)
-    scores = explainer.explain(x, torch.ones(2, dtype=torch.long)).attributions
+    scores = run_explainer(explainer, x, torch.ones(2, dtype=torch.long)).attributions
     assert (scores.argmax(dim=1) == patch).all(), scores
     assert (scores[:, patch] > 0.5 * scores.sum(dim=1)).all(), scores
 
