@@ -23,6 +23,7 @@ from xaibench.data.base import PIXEL_MEAN, PIXEL_STD
 from xaibench.errors import XaibenchError
 from xaibench.models.base import MaskedClassifier
 from xaibench.models.pretrained import read_state_dict
+from xaibench.registry import MODELS
 
 FILLS = ("mean", "zero", "blur", "token")
 FAMILIES = ("vit", "cnn", "other")
@@ -195,9 +196,7 @@ def build_classifier(name: str, *, num_classes: int, in_chans: int, img_size: in
             wrapper.setdefault("family", detect_family(module))
             model = wrap_classifier(module, img_size=img_size, in_chans=in_chans, num_classes=num_classes, **wrapper)
         else:
-            from xaibench.models import create_model
-
-            model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **options)
+            model = MODELS.create(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size, **options)
     except TypeError as error:
         raise XaibenchError(f"{name} does not take the options {sorted(options)}: {error}") from None
     if checkpoint:
