@@ -78,3 +78,20 @@ def test_units_are_frozen_records_with_dependencies_by_role(tiny_config):
     assert by_key[score.deps["explanation"]].kind == "explain" and by_key[score.deps["model"]].kind == "train"
     with pytest.raises(FrozenInstanceError):
         score.params.metric = "other"
+
+
+def test_the_built_in_kinds_plan_in_their_documented_order_and_a_fitted_method_explains_after_its_fit(tiny_config):
+    from xaibench.config import read_config
+    from xaibench.engine import plan_run
+    from xaibench.runner import RunRequest
+
+    builtin = ["train", "load", "evaluate", "truth", "fit", "explain", "score", "sanity"]
+    assert [name for name in UNIT_KINDS if name in builtin] == builtin
+    request = RunRequest.build(read_config(tiny_config), {"size": 16, "methods": "vit_shapley"}, out="unused",
+                               device="cpu")
+    plan, _ = plan_run(request.options, config=request.config, overrides=request.overrides, root=None,
+                       device=request.device)
+    kinds = [unit.kind for unit in plan]
+    assert kinds.index("fit") < kinds.index("explain")
+    explain = plan[kinds.index("explain")]
+    assert explain.deps["fitted"] == plan[kinds.index("fit")].key

@@ -5,6 +5,6 @@ level (engine/units.py: LEVELS): the network first (train or load), its truth, a
 scores, sanity checks; Table 1's evaluations at the end.
 """
 from xaibench.engine.kinds import train, load, evaluate, truth, fit, explain, score, sanity  # noqa: F401
-from xaibench.engine.kinds.explain import explanation_targets, merge_explanations
+from xaibench.engine.kinds.common import explanation_targets, merge_explanations
 
 __all__ = ["explanation_targets", "merge_explanations"]

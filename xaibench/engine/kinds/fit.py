@@ -10,7 +10,7 @@ import torch
 
 from xaibench.cache import derive_seed, unit_key
 from xaibench.engine.context import Context
-from xaibench.engine.kinds.explain import suited_model
+from xaibench.engine.kinds.common import suited_model
 from xaibench.engine.scope import Scope
 from xaibench.engine.units import Unit, UnitKind, register_kind
 from xaibench.methods import create_method, is_fitted

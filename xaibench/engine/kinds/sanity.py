@@ -11,7 +11,7 @@ import torch
 
 from xaibench.cache import derive_seed, unit_key
 from xaibench.engine.context import Context
-from xaibench.engine.kinds.explain import explanation_targets, suited_model
+from xaibench.engine.kinds.common import explanation_targets, suited_model
 from xaibench.engine.kinds.train import main_train_config, train_unit
 from xaibench.engine.scope import Scope
 from xaibench.engine.units import Outcome, Unit, UnitKind, register_kind

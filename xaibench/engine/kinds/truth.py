@@ -9,7 +9,7 @@ from typing import Any
 
 from xaibench.cache import code_fingerprint, unit_key
 from xaibench.engine.context import Context
-from xaibench.engine.kinds.explain import explanation_targets
+from xaibench.engine.kinds.common import explanation_targets
 from xaibench.engine.scope import REFERENCE, Scope
 from xaibench.engine.units import NotApplicable, Outcome, Unit, UnitKind, register_kind
 from xaibench.training import DataSpec, classification_scores, predict_proba
