@@ -103,7 +103,7 @@ def collect(runs: list[Path], extra: list[Path]) -> dict:
         data["failed"] |= failed_pairs(manifest)
         data["datasets"] += [d for d in datasets if d not in data["datasets"]]
         data["methods"] += [m for m in manifest["options"]["methods"] if m not in data["methods"]]
-        grid = manifest.get("grid", {})
+        grid = manifest.get("execution", manifest.get("grid", {}))  # "grid" before 0.5.0
         data["notes"].append(
             f"{run.name}: {', '.join(datasets)}; seeds {manifest['options']['seeds']}; first "
             f"{manifest['options']['n_test']} test images; {manifest.get('device_name', manifest.get('device'))}; "
