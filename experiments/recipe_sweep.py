@@ -66,8 +66,7 @@ def main() -> None:
     for overrides, seed in ((o, s) for o in json.loads(args.configs) for s in seeds):
         config = TrainConfig().replace(**{**base, **overrides})
         start = time.perf_counter()
-        trained = train_model("ofa", data, config, seed=seed, device=device, cache=cache, progress=False,
-                              log=lambda line: None)
+        trained = train_model("ofa", data, config, seed=seed, device=device, cache=cache, progress=False)
         seconds = time.perf_counter() - start
         scores = classification_scores(predict_proba(trained.model, test, device), test)
         row = evaluate(trained.model, test, device, args.n_eval, args.steps)

@@ -21,10 +21,10 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 import torch
 
+from xaibench.cli import main
 from xaibench.errors import XaibenchError
 from xaibench.io import worker_id
-from xaibench.training import DataSpec, TrainConfig, load_trained, train_model
-from xaibench.training import distributed, trainer
+from xaibench.training import DataSpec, TrainConfig, checkpoint_path, distributed, load_trained, train_model, trainer
 
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 LOSS_RTOL = LOSS_ATOL = 1e-4
@@ -57,7 +57,8 @@ def _free_port() -> int:
 
 
 def _ddp_rank(rank: int, port: int, tmp: str, cli_argv: list[str], results) -> None:
-    """One of two gloo ranks: a `ce` ViT through train_model, then OFA through the torchrun entry point."""
+    """One of two gloo ranks: a `ce` ViT through train_model, then OFA through `xaibench train` (what
+    `torchrun ... -m xaibench.cli train` runs on each rank)."""
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank))
@@ -65,7 +66,7 @@ def _ddp_rank(rank: int, port: int, tmp: str, cli_argv: list[str], results) -> N
                       progress=False)
     printed, errors = io.StringIO(), io.StringIO()
     with redirect_stdout(printed), redirect_stderr(errors):
-        code = distributed.main(cli_argv)
+        code = main(cli_argv)
     torch.save(vit.model.state_dict(), f"{tmp}/vit-rank{rank}.pt")  # tensors in a queue need their sender alive
     reread = None
     if rank == 0:  # the process group is gone: one process alone reads the checkpoint the collective wrote
@@ -110,8 +111,8 @@ def test_two_gloo_ranks_train_as_one_process_with_the_global_batch(tmp_path, one
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps({"train": _train_options(), "data": {"synthetic": {"n_samples": 17,
                                                                                          "seed": 5}}}))
-    cli_argv = ["--model", "ofa", "--dataset", "synthetic", "--size", "16", "--config", str(config_file),
-                "--set", "n_masks=4", "--cache", str(tmp_path / "ddp"), "--quiet"]
+    cli_argv = ["train", "--models", "ofa", "--datasets", "synthetic", "--size", "16", "--config", str(config_file),
+                "--set", "n_masks=4", "--cache", str(tmp_path / "ddp"), "--out", str(tmp_path / "out"), "--quiet"]
     results = FORK.Queue()
     port = _free_port()
     ranks = [FORK.Process(target=_ddp_rank, args=(rank, port, str(tmp_path), cli_argv, results)) for rank in (0, 1)]
@@ -126,16 +127,17 @@ def test_two_gloo_ranks_train_as_one_process_with_the_global_batch(tmp_path, one
     assert vit_record["computed_by"] == main_id and vit_record["world_size"] == 2
     vit_state, other_state = (torch.load(tmp_path / f"vit-rank{rank}.pt") for rank in (0, 1))
     assert all(torch.equal(vit_state[name], other_state[name]) for name in vit_state)  # every rank: one model
-    assert other[3] == "" and printed.strip().endswith(".safetensors")  # rank 0 alone prints the checkpoint
-    ofa = load_trained(printed.strip())
-    assert ofa.record["computed_by"] == main_id
+    assert other[3] == "" and "Table 1 written" in printed  # rank 0 alone reports
+    assert "| OFA |" in (tmp_path / "out" / "table1.md").read_text()
+    ofa_config = TrainConfig.from_dict(_train_options(n_masks=4))
+    ofa = load_trained(checkpoint_path(_data(17), "ofa", ofa_config, 0, tmp_path / "ddp"))
+    assert ofa.record["computed_by"] == main_id and ofa.record["world_size"] == 2
 
     one_vit = train_model("vit", _data(21), TrainConfig.from_dict(_train_options()), 0, "cpu", tmp_path / "one",
                           progress=False)
     _assert_close_training(vit_record, vit_state, one_vit, ("loss", "val_acc"))
-    one_ofa = train_model("ofa", _data(17), TrainConfig.from_dict(_train_options(n_masks=4)), 0, "cpu",
-                          tmp_path / "one", progress=False)
-    assert one_ofa.path.name == ofa.path.name  # the entry point built the same config: the same checkpoint key
+    one_ofa = train_model("ofa", _data(17), ofa_config, 0, "cpu", tmp_path / "one", progress=False)
+    assert one_ofa.path.name == ofa.path.name  # the command built the same config: the same checkpoint key
     _assert_close_training(ofa.record, ofa.model.state_dict(), one_ofa, ("loss", "l1", "l2", "l3", "val_acc"))
     assert "world_size" not in one_ofa.record and one_ofa.record["computed_by"] == worker_id()
 
@@ -199,10 +201,7 @@ def test_global_batch_must_divide_by_the_world_size(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(XaibenchError, match="batch_size 8 .*world size 3"):
         train_model("vit", _data(21), TrainConfig.from_dict(_train_options()), 0, "cpu", tmp_path, progress=False)
-    code = distributed.main(["--model", "vit", "--dataset", "synthetic", "--set", "batch_size=8", "--cache",
-                             str(tmp_path), "--quiet"])
+    code = main(["train", "--models", "vit", "--datasets", "synthetic", "--set", "batch_size=8", "--cache",
+                 str(tmp_path), "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "world size 3" in err
-    monkeypatch.delenv("WORLD_SIZE")
-    assert distributed.main(["--model", "nope", "--dataset", "synthetic", "--quiet"]) == 2
-    assert "unknown model 'nope'" in capsys.readouterr().err

@@ -4,9 +4,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,9 +15,10 @@ from xaibench.errors import XaibenchError
 from xaibench.models import MaskedClassifier, create_model
 from xaibench.registry import MODELS, register_model
 from xaibench.training import DataSpec, TrainConfig, checkpoint_key, checkpoint_path, load_trained, train_model
+from xaibench.training.building import build_model, model_kwargs
+from xaibench.training.checkpoints import read_checkpoint
 from xaibench.training.losses import ofa_loss
 from xaibench.training.objectives import default_objective
-from xaibench.training.trainer import build_model, model_kwargs
 
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}
 DATA = DataSpec("synthetic", 16, None, {"n_samples": 64, "seed": 5})
@@ -76,12 +75,29 @@ def test_ofa_warm_starts_from_segm(tmp_path, caplog):
     config = tiny_config(init="segm", init_steps=6)
     expected = checkpoint_path(DATA, "ofa", config, 0, tmp_path)
     assert not expected.exists()
-    trained = train_model("ofa", DATA, config, seed=0, cache=tmp_path, progress=False, log=print)  # log: ignored
+    trained = train_model("ofa", DATA, config, seed=0, cache=tmp_path, progress=False)
     assert trained.path == expected and trained.record["objective"] == "ofa"
     logs = [record.getMessage() for record in caplog.records]
     assert trained.record["init"]["from"] == "segm"
     assert any(line.startswith("segm/synthetic step 6") for line in logs)
     assert any("l3" in line for line in logs if line.startswith("ofa/"))
+
+
+def test_a_legacy_pt_checkpoint_is_ignored_with_one_warning_and_the_model_retrained(tmp_path, caplog):
+    config = tiny_config(steps=2, eval_every=1)
+    final = checkpoint_path(DATA, "segm", config, 0, tmp_path)
+    final.parent.mkdir(parents=True)
+    legacy = final.with_suffix(".pt")
+    torch.save({"model_name": "segm", "model_kwargs": {}, "state_dict": {}, "record": {}}, legacy)
+    with caplog.at_level(logging.WARNING, logger="xaibench.training"):
+        trained = train_model("segm", DATA, config, seed=0, cache=tmp_path, progress=False)
+        again = train_model("segm", DATA, config, seed=0, cache=tmp_path, progress=False)
+    assert trained.trained_now and trained.path == final and not again.trained_now
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and legacy.name in warnings[0] and "trained again" in warnings[0]
+    with pytest.raises(XaibenchError, match="no longer reads") as error:  # named directly: one line, no unpickling
+        read_checkpoint(legacy)
+    assert "\n" not in str(error.value)
 
 
 def test_bad_options_are_named():

@@ -1,27 +1,39 @@
-"""Checkpoint files: safetensors with the record as JSON metadata and a checksum of the weights. Nothing a
-checkpoint holds is unpickled, so a file a user is handed cannot run code; a damaged file is detected.
+"""Checkpoints: the key and file of a training's inputs, the files themselves (safetensors, checked), loading.
 
-A final checkpoint (`<model>-<data>-<size>-<key>.safetensors`) holds the best weights; its metadata holds the
-format, the model name, the factory's arguments, the training record (config, steps, validation scores, who
-computed it) and the sha256 of the weights. A partial checkpoint (training in progress, with optimizer and
-generator states) is a sealed torch file (xaibench/io.py: checksummed, read with weights_only=True).
-Checkpoints of xaibench < 0.3 (`.pt`, pickled dicts) are still read, with weights_only=True.
+A final checkpoint (`<model>-<data>-<size>-<key>.safetensors`, the key a hash of data, model, training config
+and seed) holds the best weights; its metadata holds the format, the model name, the factory's arguments, the
+training record (config, steps, validation scores, who computed it) and the sha256 of the weights. Nothing a
+checkpoint holds is unpickled, so a file a user is handed cannot run code; a damaged file is detected. A
+partial checkpoint (training in progress: run.py) is a sealed torch file (xaibench/io.py). Checkpoints of
+xaibench < 0.3 (`.pt`, pickled dicts) are no longer read since 0.5.0: their trainings run again.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from xaibench.data.spec import DataSpec
 from xaibench.errors import XaibenchError
-from xaibench.io import DamagedFileError, atomic_write_bytes, tensors_digest
+from xaibench.io import DamagedFileError, atomic_write_bytes, cache_dir, stable_hash, tensors_digest
+from xaibench.models import MaskedClassifier, create_model
+from xaibench.registry import MODELS
+from xaibench.training.config import TrainConfig, resolve_objective
+from xaibench.training.objectives import OBJECTIVES, default_objective
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "xaibench-checkpoint-1"
 SUFFIX = ".safetensors"
-LEGACY_SUFFIX = ".pt"
+LEGACY_SUFFIX = ".pt"  # xaibench < 0.3: not read since 0.5.0 (see report_ignored_legacy)
+
+CHECKPOINT_VERSION = 1
+# A model's revision (`factory.revision` on its registered factory) is part of the key: raise it when a change
+# to the model's code changes what its training produces, so that only that model's checkpoints are retrained.
 
 
 @dataclass
@@ -30,6 +42,81 @@ class Checkpoint:
     model_kwargs: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     record: dict[str, Any]
+
+
+@dataclass
+class TrainedModel:
+    model: MaskedClassifier
+    record: dict[str, Any]
+    path: Path
+    trained_now: bool = False  # trained by this call (not loaded from the cache)
+
+
+def checkpoint_key(data: DataSpec, model_name: str, config: TrainConfig, seed: int) -> str:
+    """Hash of what the training reads: the common and model options and only its own objective's options
+    (a baseline's key ignores OFA's); the objective's name only when it is not the model's default."""
+    objective = resolve_objective(model_name, config)
+    config_dict = {**config.common(), **asdict(config.model), **objective.key_options()}
+    del config_dict["objective"]
+    if config_dict.get("masking", "token") == "token":  # the default: keys as before masking existed
+        config_dict.pop("masking", None)
+    if objective.name != default_objective(model_name):
+        config_dict["objective"] = objective.name
+    key = {"v": CHECKPOINT_VERSION, "data": data.key(), "model": model_name, "config": config_dict, "seed": seed}
+    revision = getattr(MODELS.get(model_name), "revision", None)
+    if revision is not None:
+        key["revision"] = revision
+    return stable_hash(key)
+
+
+def checkpoint_path(data: DataSpec, model_name: str, config: TrainConfig, seed: int, cache: Path | None = None) -> Path:
+    """The final checkpoint file train_model writes or loads for these inputs (pure: nothing is trained)."""
+    return checkpoint_file(data, model_name, checkpoint_key(data, model_name, config, seed), cache)
+
+
+def checkpoint_file(data: DataSpec, model_name: str, key: str, cache: Path | None) -> Path:
+    """The final checkpoint file of `key` under the cache folder (default: cache_dir())."""
+    return Path(cache or cache_dir()) / "checkpoints" / f"{model_name}-{data.name}-{data.size}-{key}{SUFFIX}"
+
+
+def existing_checkpoint(final_path: Path) -> Path | None:
+    """`final_path` if it is on disk, else None (a `.pt` file of xaibench < 0.3 beside it is not read)."""
+    return final_path if final_path.exists() else None
+
+
+def report_ignored_legacy(final_path: Path) -> None:
+    """One warning when a `.pt` checkpoint of xaibench < 0.3 lies where `final_path` is missing: it is no
+    longer read, and the model is trained again."""
+    legacy = final_path.with_suffix(LEGACY_SUFFIX)
+    if legacy.exists():
+        logger.warning("legacy checkpoint %s (xaibench < 0.3) is ignored since 0.5.0: the model is trained again",
+                       legacy.name)
+
+
+def load_trained(path: Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """A trained model from its checkpoint file (checked, never unpickled)."""
+    saved = read_checkpoint(path)
+    kwargs = dict(saved.model_kwargs)
+    if "pretrained" in kwargs:  # the weights are in the checkpoint: never fetch them again
+        kwargs["pretrained"] = None
+    model = create_model(saved.model_name, **kwargs)
+    model.load_state_dict(saved.state_dict)
+    objective = saved.record.get("objective")
+    model.trained_masked = bool(objective in OBJECTIVES and OBJECTIVES.get(objective).trains_masked)
+    return TrainedModel(model.to(device).eval(), saved.record, Path(path))
+
+
+def load_or_forget(final_path: Path, device: torch.device) -> TrainedModel | None:
+    """The cached checkpoint, or None when there is none or it is damaged (then reported and deleted)."""
+    path = existing_checkpoint(final_path)
+    if path is None:
+        return None
+    try:
+        return load_trained(path, device)
+    except DamagedCheckpointError as why:
+        logger.warning("%s; deleted, it is trained again", why)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
@@ -46,10 +133,13 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """A checkpoint file's content, checked; XaibenchError naming the file when it cannot be trusted or read
-    (a pickle that would run code, a checksum mismatch, a truncated or foreign file)."""
+    (a checksum mismatch, a truncated or foreign file, a `.pt` checkpoint of xaibench < 0.3)."""
     path = Path(path)
+    if path.suffix == LEGACY_SUFFIX and path.exists():
+        raise XaibenchError(f"checkpoint {path} is a .pt file of xaibench < 0.3, which 0.5.0 no longer reads: "
+                            f"train the model again")
     try:
-        return _read_safetensors(path) if path.suffix == SUFFIX else _read_legacy(path)
+        return _read_safetensors(path)
     except FileNotFoundError:
         raise XaibenchError(f"checkpoint {path} does not exist") from None
     except DamagedFileError as why:
@@ -77,19 +167,3 @@ def _read_safetensors(path: Path) -> Checkpoint:
         raise DamagedFileError("the weights do not match their checksum (truncated or altered)")
     return Checkpoint(metadata["model_name"], json.loads(metadata["model_kwargs"]), tensors,
                       json.loads(metadata["record"]))
-
-
-def _read_legacy(path: Path) -> Checkpoint:
-    """A `.pt` checkpoint of xaibench < 0.3, unpickled with weights_only=True (no code runs)."""
-    import pickle
-
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise XaibenchError(f"checkpoint {path} is refused: it is a pickle that asks to run code or build objects "
-                            f"other than tensors ({str(error).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, ValueError) as error:
-        raise DamagedFileError(f"unreadable ({type(error).__name__})") from None
-    if not isinstance(saved, dict) or not {"model_name", "model_kwargs", "state_dict", "record"} <= set(saved):
-        raise DamagedFileError("not an xaibench checkpoint")
-    return Checkpoint(saved["model_name"], dict(saved["model_kwargs"]), saved["state_dict"], saved["record"])

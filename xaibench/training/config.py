@@ -2,7 +2,8 @@
 
 Flat dicts parse (`{"steps": 300, "arch": "small", "n_masks": 8}`, as `[train]` tables and `--set` give
 them): a key goes to the common part, the model part or every objective whose options name it. The
-nested form that `dataclasses.asdict` writes parses too.
+nested form that `dataclasses.asdict` writes parses too. `resolve_objective` names the objective a training
+runs with: the config's, else the model's own.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from xaibench.errors import XaibenchError
-from xaibench.training.objectives import OBJECTIVES, check_objective
+from xaibench.training.objectives import OBJECTIVES, Objective, check_objective, default_objective
 
 
 @dataclass
@@ -133,3 +134,9 @@ def valid_options() -> list[str]:
     for name in OBJECTIVES.names():
         names |= {f.name for f in fields(OBJECTIVES.get(name).Options)}
     return sorted(names)
+
+
+def resolve_objective(model_name: str, config: TrainConfig) -> Objective:
+    """The config's objective, else the one the model declares, with its options from the config."""
+    name = config.objective or default_objective(model_name)
+    return OBJECTIVES.get(name)(config.options_of(name))

@@ -10,26 +10,21 @@ up to float reduction order. Rank 0 alone checks the cache, takes the checkpoint
 the partial and final checkpoints (the cache folder must be shared by all processes); the others wait at a
 barrier, then load the final checkpoint. Model selection is rank 0's decision, broadcast to all.
 
-Launch (prints the checkpoint path on rank 0):
-
-    torchrun --standalone --nproc_per_node N -m xaibench.training.distributed --model ofa --dataset NAME \\
-        --size S --set key=value ... --cache DIR
+Launch: `torchrun --standalone --nproc_per_node N -m xaibench.cli train ...` (the runner calls train_model on
+every rank, then rank 0 alone writes Table 1).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from xaibench.errors import XaibenchError
 from xaibench.training.masks import BatchShard
-
 
 _LOCAL_ONLY = [0]  # > 0 inside local_only()
 
@@ -141,66 +136,3 @@ def collective(device: torch.device | str, batch_size: int) -> Collective | None
         raise XaibenchError(f"the process group has {dist.get_world_size()} processes, WORLD_SIZE says {size}")
     return Collective(dist.get_rank(), size, device)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m xaibench.training.distributed",
-        description="Train one model (or load it from the checkpoint cache) with DDP across the processes that "
-                    "torchrun starts; rank 0 prints the checkpoint path.",
-        epilog="Example: torchrun --standalone --nproc_per_node 8 -m xaibench.training.distributed --model ofa "
-               "--dataset pneumoniamnist --size 224 --set batch_size=64 --cache DIR. Exit codes: 0 done, 2 bad "
-               "usage.")
-    parser.add_argument("--model", required=True, help="registered model name, e.g. ofa")
-    parser.add_argument("--dataset", required=True, help="registered dataset name")
-    parser.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument("--data-root", help="folder of the MedMNIST npz files (default $XAIBENCH_DATA)")
-    parser.add_argument("--config", help="TOML or JSON file with [train] (and [data.<name>]) options")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one training option")
-    parser.add_argument("--cache", help="cache folder shared by all processes (default $XAIBENCH_CACHE)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (cuda: each process cuda:LOCAL_RANK)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader worker processes per rank for the training batches (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no training log")
-    return parser
-
-
-def _train(args: argparse.Namespace) -> str:
-    from pathlib import Path
-
-    from xaibench.config import parse_overrides, read_config
-    from xaibench.engine.options import data_spec, resolve_device, train_config_for
-    from xaibench.logs import setup_logging
-    from xaibench.registry import MODELS
-    from xaibench.training.trainer import train_model
-
-    main = rank() == 0
-    setup_logging(args.quiet or not main)
-    MODELS.get(args.model)
-    config = read_config(args.config)
-    train_config = train_config_for(args.model, config, parse_overrides(args.set), args.dataset)
-    spec = data_spec(args.dataset, args.size, args.data_root, config)
-    trained = train_model(args.model, spec, train_config, args.seed, resolve_device(args.device),
-                          Path(args.cache) if args.cache else None, progress=main and not args.quiet,
-                          workers=args.workers)
-    return str(trained.path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from xaibench.registry import UnknownNameError
-
-    args = build_parser().parse_args(argv)
-    try:
-        path = _train(args)
-    except (XaibenchError, UnknownNameError) as error:
-        print(f"xaibench: error: {str(error).splitlines()[0] if str(error) else error}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown()
-    if rank() == 0:
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
