@@ -12,11 +12,10 @@ import time
 import warnings
 
 import torch
+from harness import add_model_args, build_model, sync
 
 from xaibench.methods import create_method, run_explainer
 from xaibench.registry import METHODS
-
-from harness import add_model_args, build_model, sync
 
 # Sample counts for a quick CPU run; pass --full to use each method's own defaults instead.
 QUICK = {"captum.KernelShap": dict(n_samples=32), "captum.Lime": dict(n_samples=32),

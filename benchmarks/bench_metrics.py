@@ -17,10 +17,9 @@ import platform
 import time
 
 import torch
+from harness import add_model_args, build_model, masked_model, sync
 
 from xaibench.metrics import rsrg, srg
-
-from harness import add_model_args, build_model, masked_model, sync
 
 
 def timed(device: torch.device, fn, repeats: int = 1):

@@ -15,13 +15,12 @@ import sys
 import time
 
 import torch
+from harness import masked_model, sync
 
 from xaibench.models import create_model
 from xaibench.models.ofa import OFANet
 from xaibench.training.evaluation import autocast_for
 from xaibench.training.losses import classification_loss, ofa_loss
-
-from harness import masked_model, sync
 
 
 def time_steps(step, device, repeats: int, warmup: int = 3) -> float:

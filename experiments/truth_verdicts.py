@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     table = means.loc[methods].sort_values("srg", ascending=False)
     tau = kendalltau(table["srg"], table["truth_rank"]).statistic
     ok &= bool(tau >= args.tau)
-    lines += ["", f"## Ranking by SRG against ranking by agreement with the exact object Shapley values", "",
+    lines += ["", "## Ranking by SRG against ranking by agreement with the exact object Shapley values", "",
               "| method | SRG | R-SRG | truth rank | truth sign |", "|---|---|---|---|---|"]
     for method, row in table.iterrows():
         lines.append(f"| {method} | {row['srg']:.2f} | {row['rsrg']:.2f} | {row['truth_rank']:.2f} | "

@@ -1,7 +1,7 @@
 """Finished units of work on disk (explanations, scores): one file per unit, named by a hash of its inputs.
 
 Files are written atomically, so a run killed at any moment leaves each unit whole or absent; the next
-run loads what exists and computes the rest. Checkpoints have their own cache (training/trainer.py).
+run loads what exists and computes the rest. Checkpoints have their own cache (training/checkpoints.py).
 """
 from __future__ import annotations
 

@@ -9,8 +9,14 @@ import sys
 from typing import Sequence
 
 from xaibench import __version__
-from xaibench.argtypes import (comma_ints, curve_points, non_negative_float, non_negative_int, positive_float,
-                               positive_int)
+from xaibench.argtypes import (
+    comma_ints,
+    curve_points,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from xaibench.defaults import PRESETS
 from xaibench.errors import XaibenchError
 from xaibench.registry import DATASETS, METHODS, METRICS, MODELS, UnknownNameError
@@ -89,10 +95,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from xaibench.config import parse_overrides, read_config
     from xaibench.data import resolve_datasets
-    from xaibench.logs import setup_logging
-    from xaibench.runner import RunFailedError, TrainRequest, resolve_device, run_table1
-
     from xaibench.engine.options import preset_config
+    from xaibench.logs import setup_logging
+    from xaibench.runner import RunFailedError, Table1Request, resolve_device, run_table1
     from xaibench.training import distributed
 
     _load_plugins(args)
@@ -104,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     size = args.size or (preset_config(args.preset)["run"]["size"] if args.preset else 28)
     models, datasets, device = MODELS.resolve(args.models), resolve_datasets(args.datasets), resolve_device(args.device)
     out = Path(args.out)
-    request = TrainRequest(models, datasets, out, device, size=size, seeds=args.seeds, config=config,
+    request = Table1Request(models, datasets, out, device, size=size, seeds=args.seeds, config=config,
                            overrides=parse_overrides(args.set), root=args.data_root,
                            cache=Path(args.cache) if args.cache else None, keep_going=args.keep_going,
                            progress=not args.quiet, dry_run=args.dry_run, execution=_execution(args))

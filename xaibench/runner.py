@@ -19,15 +19,38 @@ import torch
 
 from xaibench.data import data_root, is_embedded
 from xaibench.devices import resolve_device
-from xaibench.engine import (BASELINE_MODELS, TARGETS, Context, ExecutionConfig, Frames, Plan, RunFailedError,
-                             RunOptions, Unit, cached_units, collect, environment, execute, one_line, plan_run,
-                             plan_train, publish, run_config, save_attributions, staged, train_config_for,
-                             write_figures, write_manifest, write_run_outputs, write_table1)
+from xaibench.engine import (
+    BASELINE_MODELS,
+    TARGETS,
+    Context,
+    ExecutionConfig,
+    Frames,
+    Plan,
+    RunFailedError,
+    RunOptions,
+    Unit,
+    cached_units,
+    collect,
+    environment,
+    execute,
+    one_line,
+    plan_run,
+    plan_train,
+    publish,
+    run_config,
+    save_attributions,
+    staged,
+    train_config_for,
+    write_figures,
+    write_manifest,
+    write_run_outputs,
+    write_table1,
+)
 from xaibench.errors import XaibenchError
 from xaibench.tables import gate_warnings
 from xaibench.training import distributed, train_model
 
-__all__ = ["BASELINE_MODELS", "TARGETS", "RunFailedError", "RunOptions", "RunRequest", "RunResult", "TrainRequest",
+__all__ = ["BASELINE_MODELS", "TARGETS", "RunFailedError", "RunOptions", "RunRequest", "RunResult", "Table1Request",
            "describe_plan", "resolve_device", "run_benchmark", "run_config", "run_table1", "train_config_for"]
 
 logger = logging.getLogger("xaibench.run")
@@ -67,7 +90,7 @@ class RunRequest:
 
 
 @dataclass
-class TrainRequest:
+class Table1Request:
     """Everything one `xaibench train` (Table 1) needs: models x datasets x seeds, and where and how to run."""
 
     models: list[str]
@@ -129,7 +152,7 @@ def _executed(plan: Plan, ctx: Context, keep_going: bool, execution: ExecutionCo
     return execute(plan, ctx, on_error="continue" if keep_going else "stop", execution=execution)
 
 
-def run_table1(request: TrainRequest) -> RunResult:
+def run_table1(request: Table1Request) -> RunResult:
     """Train (or load) each model on each dataset and seed; test AUC/ACC; write Table 1 into `request.out`."""
     started, r, out = time.perf_counter(), request, Path(request.out)
     plan = plan_train(list(r.models), list(r.datasets), list(r.seeds), size=r.size, root=r.root, config=r.config,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import inspect
 
-from xaibench.data.base import DatasetInfo, ImageDataset, pixel_to_patch_mask
 from xaibench.data import medmnist_sets as _medmnist_sets  # noqa: F401  (registers the nine sets)
-from xaibench.data import synthetic as _synthetic  # noqa: F401  (registers "synthetic")
 from xaibench.data import objects as _objects  # noqa: F401  (registers "objects", the default)
+from xaibench.data import synthetic as _synthetic  # noqa: F401  (registers "synthetic")
+from xaibench.data.base import DatasetInfo, ImageDataset, pixel_to_patch_mask
 from xaibench.data.folder import check_path_name, is_path_name, load_path_dataset
 from xaibench.data.medmnist_sets import PAPER_DATASETS, SIZES, data_root, download
 from xaibench.errors import XaibenchError

@@ -6,16 +6,24 @@
 - collect.py   outcomes -> Frames (long scores, costs, curves, Table 1 rows), each kind adding its own rows
 - report.py    Frames -> tables, figures, attribution maps, manifest
 """
+from xaibench.devices import resolve_device
 from xaibench.engine.backends import BACKENDS, ExecutionConfig
 from xaibench.engine.collect import Collector, Frames, collect
 from xaibench.engine.context import Context
 from xaibench.engine.execute import RunFailedError, execute, one_line
 from xaibench.engine.kinds import explanation_targets, merge_explanations
-from xaibench.engine.options import (TARGETS, RunOptions, data_spec, default_config, resolve_device, run_config,
-                                     train_config_for)
+from xaibench.engine.options import TARGETS, RunOptions, data_spec, default_config, run_config, train_config_for
 from xaibench.engine.plan import BASELINE_MODELS, Plan, cached_units, plan_run, plan_train
-from xaibench.engine.report import (environment, publish, save_attributions, staged, write_figures, write_manifest,
-                                    write_run_outputs, write_table1)
+from xaibench.engine.report import (
+    environment,
+    publish,
+    save_attributions,
+    staged,
+    write_figures,
+    write_manifest,
+    write_run_outputs,
+    write_table1,
+)
 from xaibench.engine.scope import REFERENCE, Scope
 from xaibench.engine.units import LEVELS, UNIT_KINDS, NotApplicable, Outcome, Unit, UnitKind, register_kind
 

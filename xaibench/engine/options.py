@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from pathlib import Path
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from xaibench.data import resolve_datasets
 from xaibench.defaults import ALL_IMAGES, DATASET_TRAIN, PRESETS
-from xaibench.devices import resolve_device
 from xaibench.errors import XaibenchError
 from xaibench.registry import METHODS, METRICS, MODELS
 from xaibench.training import DataSpec, TrainConfig

@@ -17,7 +17,7 @@ def probe_model(options, config: dict[str, Any], overrides: dict[str, Any], info
     """An untrained network as the run will train it (None for a --checkpoint classifier or an unbuildable one,
     whose own unit then reports the problem)."""
     from xaibench.engine.options import train_config_for
-    from xaibench.training.trainer import build_model, model_kwargs_for
+    from xaibench.training import build_model, model_kwargs_for
 
     if options.checkpoint:
         return None

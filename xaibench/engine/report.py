@@ -18,12 +18,31 @@ import torch
 
 from xaibench import __version__
 from xaibench.engine.collect import Frames
-from xaibench.io import atomic_write_bytes, atomic_write_text
 from xaibench.engine.scope import REFERENCE
-from xaibench.tables import (DATASET_LABELS, METHOD_LABELS, PLAUSIBILITY_CAPTION, TRUTH_CAPTION, TRUTH_METRICS,
-                             confidence_intervals, cost_table, flat_markdown, gate_warnings, gates_table, kendall_notes,
-                             mean_curves, plausibility_table, sanity_table, summary, table1, table2, to_markdown,
-                             truth_table, wilcoxon_tests, write_table)
+from xaibench.io import atomic_write_bytes, atomic_write_text
+from xaibench.tables import (
+    DATASET_LABELS,
+    METHOD_LABELS,
+    PLAUSIBILITY_CAPTION,
+    TRUTH_CAPTION,
+    TRUTH_METRICS,
+    confidence_intervals,
+    cost_table,
+    flat_markdown,
+    gate_warnings,
+    gates_table,
+    kendall_notes,
+    mean_curves,
+    plausibility_table,
+    sanity_table,
+    summary,
+    table1,
+    table2,
+    to_markdown,
+    truth_table,
+    wilcoxon_tests,
+    write_table,
+)
 
 
 def cpu_name() -> str:

@@ -5,8 +5,14 @@ from xaibench.models.base import MaskedClassifier, default_patch_size
 from xaibench.models.ofa import OFANet
 from xaibench.models.resnet import OccludedResNet
 from xaibench.models.vit import VIT_ARCHS, MaskableViT, ViTClassifier
-from xaibench.models.wrap import (FILLS, WrappedClassifier, build_classifier, detect_family, load_checkpoint,
-                                  wrap_classifier)
+from xaibench.models.wrap import (
+    FILLS,
+    WrappedClassifier,
+    build_classifier,
+    detect_family,
+    load_checkpoint,
+    wrap_classifier,
+)
 from xaibench.registry import MODELS, list_models
 
 

@@ -5,8 +5,8 @@ import timm
 import torch
 
 from xaibench.errors import XaibenchError
-from xaibench.models.wrap import WrappedClassifier
 from xaibench.models.pretrained import load_pretrained
+from xaibench.models.wrap import WrappedClassifier
 from xaibench.registry import register_model
 
 PIXEL_FILLS = ("mean", "zero", "blur")

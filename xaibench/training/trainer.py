@@ -24,11 +24,7 @@ from xaibench.data import ImageDataset
 from xaibench.data.spec import DataSpec
 from xaibench.errors import XaibenchError
 from xaibench.io import unit_lock, worker_id
-from xaibench.training.building import (
-    build_model,
-    model_kwargs,
-    model_kwargs_for,  # noqa: F401  (engine/probe.py imports it from here)
-)
+from xaibench.training.building import build_model, model_kwargs
 from xaibench.training.checkpoints import (
     Checkpoint,
     TrainedModel,

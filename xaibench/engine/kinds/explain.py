@@ -9,9 +9,14 @@ import torch
 
 from xaibench.cache import derive_seed, unit_key
 from xaibench.engine.context import Context
+from xaibench.engine.kinds.common import (
+    explanation_payload,
+    explanation_targets,
+    merge_explanations,
+    payload_explanation,
+    suited_model,
+)
 from xaibench.engine.scope import Scope
-from xaibench.engine.kinds.common import (explanation_payload, explanation_targets, merge_explanations,
-                                          payload_explanation, suited_model)
 from xaibench.engine.units import Outcome, Unit, UnitKind, register_kind
 from xaibench.faults import event
 from xaibench.methods import Explanation, create_method, run_explainer

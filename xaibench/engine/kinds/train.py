@@ -10,8 +10,15 @@ from xaibench.engine.context import Context
 from xaibench.engine.options import train_config_for
 from xaibench.engine.scope import Scope
 from xaibench.engine.units import Outcome, Unit, UnitKind, register_kind
-from xaibench.training import (DataSpec, TrainConfig, TrainedModel, checkpoint_key, checkpoint_path,
-                               existing_checkpoint, train_model)
+from xaibench.training import (
+    DataSpec,
+    TrainConfig,
+    TrainedModel,
+    checkpoint_key,
+    checkpoint_path,
+    existing_checkpoint,
+    train_model,
+)
 
 
 @dataclass(frozen=True)
