@@ -18,8 +18,6 @@ from xaibench.engine import plan as engine_plan
 from xaibench.errors import DataFileError
 from xaibench.tables import DATASET_LABELS, without_ci
 
-from conftest import SHARED_DATA, VENDORED_DATA
-
 SPLITS = ("train", "val", "test")
 # Tiny training: a one-block ViT of width 32, a few Segm and OFA steps (the tables are checked, not the scores).
 TINY = ["--set", "steps=4", "--set", "init_steps=2", "--set", "batch_size=8", "--set", "eval_every=2",
@@ -28,13 +26,13 @@ TINY = ["--set", "steps=4", "--set", "init_steps=2", "--set", "batch_size=8", "-
         "--set", "run.n_draws=1", "--set", "run.n_figure_images=2"]
 
 
-def test_fixture_files_have_the_release_format():
-    with np.load(VENDORED_DATA / "breastmnist.npz") as release:
+def test_fixture_files_have_the_release_format(vendored_data, shared_data_root):
+    with np.load(vendored_data / "breastmnist.npz") as release:
         release_keys = {key: (release[key].dtype, release[key].shape[1:]) for key in release.files}
     fixture = fixture_arrays("breastmnist", 28)
     assert {key: (array.dtype, array.shape[1:]) for key, array in fixture.items()} == release_keys
-    if (SHARED_DATA / "breastmnist_64.npz").exists():
-        with np.load(SHARED_DATA / "breastmnist_64.npz") as release:
+    if (shared_data_root / "breastmnist_64.npz").exists():
+        with np.load(shared_data_root / "breastmnist_64.npz") as release:
             assert release["test_images"].shape[1:] == fixture_arrays("breastmnist", 64)["test_images"].shape[1:]
     for name in PAPER_DATASETS:
         info = medmnist.INFO[name]

@@ -43,6 +43,7 @@ def test_sampled_shapley_is_efficient_and_seeded():
     assert not torch.allclose(phi, other)
 
 
+@pytest.mark.slow
 def test_the_masking_benchmark_times_each_grouping_rule_it_is_given():
     """bench_training --maskings with drop's rule variants (harness.masked_model): a row per variant, and each
     round's time on stderr as it comes (what survives a timeout)."""
@@ -55,7 +56,8 @@ def test_the_masking_benchmark_times_each_grouping_rule_it_is_given():
                            "--repeats", "1", "--rounds", "2"], capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    rows = [line.split("|")[1].strip() for line in done.stdout.splitlines()
+            if line.startswith("| ") and "ms" not in line]
     assert rows == ["token", "drop@b1", "drop@0.1"]
     assert sum("round " in line for line in done.stderr.splitlines()) == 6
 

@@ -9,8 +9,18 @@ from scipy.stats import bootstrap, wilcoxon
 
 from xaibench.engine.collect import Frames
 from xaibench.engine.report import write_run_outputs
-from xaibench.tables import (ALL_SEEDS, CI_COLUMNS, bootstrap_means, ci_generator, confidence_intervals, summary,
-                             table2, to_latex, to_markdown, wilcoxon_tests)
+from xaibench.tables import (
+    ALL_SEEDS,
+    CI_COLUMNS,
+    bootstrap_means,
+    ci_generator,
+    confidence_intervals,
+    summary,
+    table2,
+    to_latex,
+    to_markdown,
+    wilcoxon_tests,
+)
 
 TRUE_MEANS = {"ofa": 0.30, "grad": 0.10, "attn": 0.20}
 
@@ -174,6 +184,8 @@ def test_the_run_writes_ci_csv_plausibility_and_intervals_in_every_table(tmp_pat
     assert "agreement with the data's annotation, not faithfulness" in (tmp_path / "plausibility.tex").read_text()
     for stem in ("table2", "plausibility"):
         rows = (tmp_path / f"{stem}.md").read_text().splitlines()[2:]
-        assert all(re.search(r" ± [\d.]+ \[-?[\d.]+, -?[\d.]+\]", cell) for row in rows for cell in row.split(" | ")[1:])
+        cells = [cell for row in rows for cell in row.split(" | ")[1:]]
+        assert all(re.search(r" ± [\d.]+ \[-?[\d.]+, -?[\d.]+\]", cell) for cell in cells)
     tests = pd.read_csv(tmp_path / "wilcoxon.csv")
-    assert set(tests["metric"]) == {"srg", "rsrg", "plausibility"} and set(tests["seed"].astype(str)) == {"0", "1", "all"}
+    assert set(tests["metric"]) == {"srg", "rsrg", "plausibility"}
+    assert set(tests["seed"].astype(str)) == {"0", "1", "all"}

@@ -1,5 +1,4 @@
-import shutil
-
+"""Datasets by name: genuine MedMNIST files checked by MD5, the streaming reader, the synthetic lesion set."""
 import numpy as np
 import pytest
 import torch
@@ -10,8 +9,6 @@ from xaibench.data.medmnist_sets import load_medmnist
 from xaibench.data.synthetic import make_synthetic
 from xaibench.errors import DataFileError
 from xaibench.registry import UnknownNameError
-
-from conftest import VENDORED_DATA
 
 
 def test_every_name_resolves():
@@ -30,11 +27,11 @@ def test_every_medmnist_name_names_its_missing_file(name, tmp_path):
     assert f"{name}_64.npz not found in {tmp_path}" in message and "xaibench download" in message
 
 
-def test_genuine_breastmnist_loads_with_md5(tmp_path):
-    test = create_dataset("breastmnist", "test", root=VENDORED_DATA)
+def test_genuine_breastmnist_loads_with_md5(tmp_path, vendored_data):
+    test = create_dataset("breastmnist", "test", root=vendored_data)
     assert test.images.shape == (156, 1, 28, 28) and test.images.dtype == torch.uint8
     assert set(test.labels.tolist()) == {0, 1} and test.info.task == "binary-class" and test.info.n_classes == 2
-    assert len(create_dataset("breastmnist", "train", root=VENDORED_DATA)) == 546
+    assert len(create_dataset("breastmnist", "train", root=vendored_data)) == 546
     x, y = test.batch(slice(0, 4))
     assert x.shape == (4, 1, 28, 28) and x.min() >= -1 and x.max() <= 1 and y.shape == (4,)
     assert test.batch(slice(0, 2), as_rgb=True)[0].shape == (2, 3, 28, 28)
@@ -47,24 +44,24 @@ def test_genuine_shared_files_load_by_name(shared_data):
     assert breast64.images.shape == (78, 1, 64, 64)
 
 
-def test_data_root_from_environment(monkeypatch):
-    monkeypatch.setenv("XAIBENCH_DATA", str(VENDORED_DATA))
+def test_data_root_from_environment(monkeypatch, vendored_data):
+    monkeypatch.setenv("XAIBENCH_DATA", str(vendored_data))
     assert len(create_dataset("breastmnist", "val")) == 78
 
 
-def test_corrupt_and_missing_files_exit_2_with_one_line(tmp_path, capsys):
+def test_corrupt_and_missing_files_exit_2_with_one_line(tmp_path, capsys, vendored_data):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    data = bytearray((VENDORED_DATA / "breastmnist.npz").read_bytes())
+    data = bytearray((vendored_data / "breastmnist.npz").read_bytes())
     data[1000] ^= 0xFF
     (corrupt / "breastmnist.npz").write_bytes(bytes(data))
     with pytest.raises(DataFileError, match="MD5 .* does not match medmnist's 750601b1f35ba3300ea97c75c52ff8f6"):
         load_medmnist("breastmnist", "test", root=corrupt)
     # Through the CLI: one line on stderr, exit 2 (download re-checks an existing file's MD5).
-    assert main(["download", "breastmnist", "--data-root", str(corrupt)]) == 2
+    assert main(["download", "--datasets", "breastmnist", "--data-root", str(corrupt)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not match" in err
-    assert main(["download", "breastmnist", "--data-root", str(VENDORED_DATA)]) == 0
+    assert main(["download", "--datasets", "breastmnist", "--data-root", str(vendored_data)]) == 0
 
 
 def _write_official_npz(path, n_classes=5, size=28, channels=3, seed=0):
@@ -137,15 +134,15 @@ def test_synthetic_class_is_not_in_global_statistics():
     assert accuracy < 1 / 3 + 0.12, accuracy
 
 
-def test_medmnist_classes_and_the_streaming_reader_give_the_files_arrays(monkeypatch):
+def test_medmnist_classes_and_the_streaming_reader_give_the_files_arrays(monkeypatch, vendored_data):
     import xaibench.data.medmnist_sets as sets
 
-    path = VENDORED_DATA / "breastmnist.npz"
+    path = vendored_data / "breastmnist.npz"
     monkeypatch.setattr(sets, "CHUNK_BYTES", 28 * 28 * 50)  # many chunks, the last one partial
     with np.load(path) as raw:
         for split in ("train", "val", "test"):
             expected = torch.from_numpy(raw[f"{split}_images"])[:, None]
-            by_medmnist, labels = sets._read_split_medmnist("breastmnist", split, 28, VENDORED_DATA)
+            by_medmnist, labels = sets._read_split_medmnist("breastmnist", split, 28, vendored_data)
             streamed, streamed_labels = sets.read_split_streaming(path, split)
             assert torch.equal(by_medmnist, expected) and torch.equal(streamed, expected)
             assert np.array_equal(labels, raw[f"{split}_labels"]) and np.array_equal(streamed_labels, labels)
@@ -182,7 +179,8 @@ def test_download_to_an_unreachable_host_fails_in_seconds_with_one_line(tmp_path
     real_info = sets._info
     monkeypatch.setattr(sets, "_info", lambda name: dict(real_info(name), url="https://127.0.0.1:9/breastmnist.npz"))
     start = time.monotonic()
-    assert main(["download", "breastmnist", "--data-root", str(tmp_path)]) == 2  # the probe: port 443 is closed
+    # the probe: port 443 is closed
+    assert main(["download", "--datasets", "breastmnist", "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot reach 127.0.0.1" in err
     # past the probe, medmnist's own download meets the closed port: one line, no partial file left

@@ -1,6 +1,7 @@
 """The engine as plan -> execute -> collect -> report, tested without training a model."""
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,11 +10,24 @@ import pytest
 import torch
 
 from xaibench.cli import main
-from xaibench.engine import (UNIT_KINDS, Context, Outcome, RunFailedError, RunOptions, Unit, UnitKind, collect,
-                             execute, plan_run, register_kind, run_config, write_run_outputs)
+from xaibench.engine import (
+    UNIT_KINDS,
+    Context,
+    Outcome,
+    RunFailedError,
+    RunOptions,
+    Unit,
+    UnitKind,
+    collect,
+    execute,
+    plan_run,
+    register_kind,
+    run_config,
+    write_run_outputs,
+)
 
 # the synthetic lesion set without the sanity check (the defaults are the objects set and 16 sanity images)
-TINY = {"run": {"datasets": ["synthetic"], "sanity_images": 0, "n_test": 6, "steps": 3, "batch_size": 4,
+TINY = {"run": {"datasets": ["synthetic"], "sanity_images": 0, "n_test": 6, "curve_points": 3, "batch_size": 4,
                 "n_figure_images": 2},
         "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "warmup_steps": 1, "init_steps": 2, "n_masks": 2,
                   "model_options": {"depth": 1, "embed_dim": 32, "num_heads": 2}},
@@ -34,9 +48,9 @@ def test_plan_lists_every_unit_with_keys_chained_through_dependencies():
     assert len({u.key for u in plan}) == len(plan)
     by_key = {u.key: u for u in plan}
     for unit in plan:  # every dependency is planned before the unit
-        assert all(plan.index(by_key[dep]) < plan.index(unit) for dep in unit.deps)
+        assert all(plan.index(by_key[dep]) < plan.index(unit) for dep in unit.dep_keys)
     explain = next(u for u in plan if u.label == "explain synthetic/seed1/grad")
-    assert by_key[explain.deps[0]].label == "train synthetic/seed1/ofa"
+    assert by_key[explain.deps["model"]].label == "train synthetic/seed1/ofa"
 
     # another method option changes that explanation and its scores, not the training or other methods
     _, other = tiny_plan({"seeds": [0, 1]}, {"run.method_options": {"grad": {"absolute": True}}})
@@ -55,12 +69,12 @@ def test_the_objects_plan_adds_a_truth_unit_reference_scores_and_a_sanity_unit_p
     # per seed: train, truth, 3 methods x (explain + srg, rsrg, plausibility, truth + sanity), reference x 3 scores
     assert len(plan) == 1 + 1 + 3 * (1 + 4 + 1) + 3 and len({u.key for u in plan}) == len(plan)
     truth = next(u for u in plan if u.kind == "truth")
-    assert truth.label == "truth objects/seed0" and by_key[truth.deps[0]].kind == "train"
+    assert truth.label == "truth objects/seed0" and by_key[truth.deps["model"]].kind == "train"
     grad_truth = next(u for u in plan if u.label == "score objects/seed0/grad/truth")
-    assert truth.key in grad_truth.deps  # the truth metric reads the model's exact object Shapley values
-    assert [u.label for u in plan if u.params.get("method") == "reference" and u.kind == "score"] == \
+    assert grad_truth.deps["truth"] == truth.key  # the truth metric reads the model's exact object Shapley values
+    assert [u.label for u in plan if u.kind == "score" and u.params.method == "reference"] == \
         [f"score objects/seed0/reference/{m}" for m in ("srg", "rsrg", "plausibility")]  # no truth of the truth
-    assert [u.params["n_images"] for u in plan if u.kind == "sanity"] == [2, 2, 2]
+    assert [u.params.n_images for u in plan if u.kind == "sanity"] == [2, 2, 2]
     _, without = tiny_plan({"datasets": ["objects"], "sanity_images": 0})
     assert [u.label for u in without] == [u.label for u in plan if u.kind != "sanity"]
 
@@ -96,17 +110,23 @@ class _EchoKind(UnitKind):
     name = "test.echo"
 
     def compute(self, unit, ctx, deps):
-        if unit.params.get("fail"):
+        if unit.params.fail:
             raise ValueError(f"{unit.label} was told to fail")
-        return {"value": torch.tensor(unit.params["value"] + sum(float(d["value"]) for d in deps.values())),
+        return {"value": torch.tensor(unit.params.value + sum(float(d["value"]) for d in deps.values())),
                 "seconds": 0.0}
 
 
+@dataclass(frozen=True)
+class _EchoParams:
+    value: float
+    fail: bool = False
+
+
 def _echo_plan(fail: bool):
-    return [Unit("test.echo", "a", "key-a", params={"value": 1.0, "fail": fail}),
-            Unit("test.echo", "b (needs a)", "key-b", ("key-a",), params={"value": 2.0}),
-            Unit("test.echo", "c", "key-c", params={"value": 5.0}),
-            Unit("test.echo", "d (needs b)", "key-d", ("key-b",), params={"value": 1.0})]
+    return [Unit("test.echo", "a", "key-a", params=_EchoParams(1.0, fail)),
+            Unit("test.echo", "b (needs a)", "key-b", {"upstream": "key-a"}, params=_EchoParams(2.0)),
+            Unit("test.echo", "c", "key-c", params=_EchoParams(5.0)),
+            Unit("test.echo", "d (needs b)", "key-d", {"upstream": "key-b"}, params=_EchoParams(1.0))]
 
 
 def test_a_unit_that_depends_on_a_failed_unit_is_skipped_not_attempted(tmp_path):
@@ -132,14 +152,15 @@ def _fake_outcomes(plan, n_images: int, n_patches: int = 16):
     outcomes = {}
     for unit in plan:
         if unit.kind == "train":
-            payload = SimpleNamespace(model=None, path=Path("ofa-synthetic.pt"), record={"val_acc": 0.5, "best_step": 2})
+            payload = SimpleNamespace(model=None, path=Path("ofa-synthetic.pt"),
+                                      record={"val_acc": 0.5, "best_step": 2})
         elif unit.kind == "explain":
-            payload = {"method": unit.params["method"], "attributions": torch.rand(n_images, n_patches),
+            payload = {"method": unit.params.method, "attributions": torch.rand(n_images, n_patches),
                        "seconds": 0.5, "n_forward": 1.0, "n_backward": 1.0,
                        "targets": torch.zeros(n_images, dtype=torch.long)}
         else:
-            base = {"ofa": 0.4, "grad": 0.3, "attn": 0.1}[unit.params["method"]]
-            payload = {"scores": {unit.params["metric"]: base + 0.01 * torch.arange(n_images).float()},
+            base = {"ofa": 0.4, "grad": 0.3, "attn": 0.1}[unit.params.method]
+            payload = {"scores": {unit.params.metric: base + 0.01 * torch.arange(n_images).float()},
                        "curves": {"mif": torch.rand(n_images, 3)}, "x": torch.linspace(0, 1, 3), "n_forward": 3,
                        "seconds": 0.1}
         outcomes[unit.key] = Outcome(unit, "done", 0.1, payload)
@@ -153,7 +174,7 @@ def test_collect_and_report_turn_outcomes_into_tables_without_a_model(tmp_path):
     explain_attn = next(u for u in plan if u.label == "explain synthetic/seed0/attn")
     outcomes[explain_attn.key] = Outcome(explain_attn, "n/a", error="attn needs a ViT-family model")
     for unit in plan:
-        if unit.deps and unit.deps[-1] == explain_attn.key:
+        if unit.deps.get("explanation") == explain_attn.key:
             outcomes[unit.key] = Outcome(unit, "n/a", error="attn needs a ViT-family model")
     frames = collect(plan, outcomes, ctx, n_figure_images=2)
     assert len(frames.scores) == 2 * 3 * options.n_test  # ofa and grad, srg/rsrg/plausibility per image

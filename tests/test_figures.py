@@ -1,3 +1,4 @@
+"""Attribution map figures: each map is drawn centred on its own mean."""
 import numpy as np
 import torch
 

@@ -1,5 +1,5 @@
-"""The unit grid: the same tables from every backend and number of workers, one computation per unit when
-processes share a cache, and clear errors for bad grid options."""
+"""Parallel execution of the plan: the same tables from every backend and number of workers, one computation per
+unit when processes share a cache, and clear errors for bad execution options."""
 import json
 import os
 import subprocess
@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 
 from xaibench.cli import main
-from xaibench.engine.grid import Grid, closure, waves
+from xaibench.engine.backends import ExecutionConfig, closure, waves
 from xaibench.engine.units import Unit
 from xaibench.errors import XaibenchError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from test_run import TINY_RUN  # noqa: E402
 
 RESULTS = ("table2.csv", "scores_long.csv", "curves.csv", "wilcoxon.csv", "ci.csv")
 
@@ -42,8 +40,8 @@ def _run(config: Path, out: Path, cache: Path, *extra: str) -> int:
 
 def test_waves_put_every_dependency_in_an_earlier_wave_and_closure_lists_them_first():
     train = Unit("train", "t", "T")
-    explain = Unit("explain", "e", "E", ("T",))
-    score = Unit("score", "s", "S", ("T", "E"))
+    explain = Unit("explain", "e", "E", {"model": "T"})
+    score = Unit("score", "s", "S", {"model": "T", "explanation": "E"})
     other = Unit("train", "t2", "T2")
     plan = [train, explain, score, other]
     assert [[u.key for u in wave] for wave in waves(plan)] == [["T", "T2"], ["E"], ["S"]]
@@ -56,12 +54,12 @@ def test_waves_put_every_dependency_in_an_earlier_wave_and_closure_lists_them_fi
     ({"backend": "loky", "scheduler": "tcp://127.0.0.1:8786"}, "needs --backend dask"),
     ({"backend": "serial", "jobs": 2}, "needs a parallel backend"),
 ])
-def test_bad_grid_options_are_named(kwargs, message):
+def test_bad_execution_options_are_named(kwargs, message):
     with pytest.raises(XaibenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        Grid(**kwargs)
+        ExecutionConfig(**kwargs)
 
 
-def test_bad_grid_flags_exit_2(tmp_path, tiny_config, capsys):
+def test_bad_execution_flags_exit_2(tmp_path, tiny_config, capsys):
     with pytest.raises(SystemExit) as stop:
         _run(tiny_config, tmp_path / "o", tmp_path / "c", "--backend", "loky", "--jobs", "0")
     assert stop.value.code == 2 and "expected an integer >= 1, got '0'" in capsys.readouterr().err
@@ -70,6 +68,7 @@ def test_bad_grid_flags_exit_2(tmp_path, tiny_config, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_loky_and_dask_give_the_serial_tables(tmp_path, tiny_config):
     assert _run(tiny_config, tmp_path / "serial", tmp_path / "c-serial") == 0
     assert _run(tiny_config, tmp_path / "loky", tmp_path / "c-loky", "--backend", "loky", "--jobs", "2") == 0
@@ -79,7 +78,7 @@ def test_loky_and_dask_give_the_serial_tables(tmp_path, tiny_config):
         assert (tmp_path / "loky" / name).read_bytes() == serial, name
         assert (tmp_path / "dask" / name).read_bytes() == serial, name
     manifest = json.loads((tmp_path / "loky" / "manifest.json").read_text())
-    assert manifest["grid"]["backend"] == "loky" and manifest["grid"]["jobs"] == 2
+    assert manifest["execution"]["backend"] == "loky" and manifest["execution"]["jobs"] == 2
     workers = {unit["computed_by"] for unit in manifest["units"].values()}
     assert f"{os.uname().nodename}:{os.getpid()}" not in workers  # the workers computed, not this process
     # a second run on the loky cache computes nothing, whatever the backend
@@ -104,6 +103,7 @@ def test_a_failing_unit_in_a_worker_skips_its_dependents(tmp_path, tiny_config, 
     assert "OFA" in (tmp_path / "o" / "table2.md").read_text()
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_cache_compute_each_unit_once(tmp_path, tiny_config):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny_config), "--size", "16", "--cache",
@@ -175,6 +175,7 @@ n_samples = 48
 """
 
 
+@pytest.mark.slow
 def test_xaibench_train_under_torchrun_trains_with_ddp_and_rank0_writes_table1(tmp_path):
     config = tmp_path / "ddp.toml"
     config.write_text(DDP_TRAIN)
@@ -225,7 +226,8 @@ class MeanImportance(FittedExplainer):
 '''
 
 
-def test_an_amortized_explainer_is_fitted_once_as_a_cached_unit_and_explains_with_its_state(tmp_path, tiny_config, capsys):
+def test_an_amortized_explainer_is_fitted_once_as_a_cached_unit_and_explains_with_its_state(tmp_path, tiny_config,
+                                                                                          capsys):
     plugin = tmp_path / "fitted.py"
     plugin.write_text(FITTED_PLUGIN)
     args = ["--plugins", str(plugin), "--methods", "ofa,test.fitted"]

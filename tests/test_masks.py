@@ -1,3 +1,4 @@
+"""The keep masks OFA trains on: Shapley-kernel sizes, uniform keep rates, attribution-informed masks."""
 import torch
 
 from xaibench.training.masks import informed_keep_masks, shapley_kernel_sizes, uniform_keep_masks

@@ -1,8 +1,9 @@
+"""The masked-forward contract of every registered model, OFA's Shapley identities, pretrained weights."""
 import pytest
 import torch
 
 from xaibench.errors import XaibenchError
-from xaibench.models import MaskableViT, OFANet, create_model, list_models
+from xaibench.models import MaskableViT, create_model, list_models
 from xaibench.registry import UnknownNameError
 
 

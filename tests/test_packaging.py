@@ -133,9 +133,12 @@ def test_upper_bounds_carry_their_reason():
             assert "#" in line, f"{req}: an upper bound needs the known break it avoids, in a comment on its line"
 
 
-def test_ci_installs_with_the_constraints_and_runs_the_oldest_python_check():
+def test_ci_installs_with_the_constraints_runs_the_oldest_python_check_and_lints_before_the_tests():
     script = (REPO / ".ci" / "run").read_text()
     assert "CONSTRAINTS=constraints/ci.txt" in script
     installed = re.search(r"pip install .*-c \"\$CONSTRAINTS\" -e '\.\[([a-z,]+)\]'", script)
     assert installed and set(installed.group(1).split(",")) == {"test", *CI_EXTRAS}
     assert re.search(r"^check_oldest_python$", script, re.MULTILINE)
+    lint, tests = (re.search(rf"^\.venv/bin/python -m {tool}\b", script, re.MULTILINE)
+                   for tool in ("ruff check", "pytest"))
+    assert lint and tests and lint.start() < tests.start(), "CI lints with ruff, then runs the tests"

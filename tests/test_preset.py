@@ -7,7 +7,7 @@ from xaibench.engine import RunOptions, run_config, train_config_for
 def test_the_paper_preset_holds_the_papers_recipe_and_yields_to_flags_and_set():
     config, overrides = run_config({}, {"datasets": "synthetic"}, {"steps": 50}, preset="paper")
     options = RunOptions.from_dict(config["run"])
-    assert options.datasets == ["synthetic"] and options.size == 224 and options.steps is None
+    assert options.datasets == ["synthetic"] and options.size == 224 and options.curve_points is None
     assert options.n_test == ALL_IMAGES and options.methods == ["ofa", "grad", "attn"]
     train = train_config_for("ofa", config, overrides)
     assert (train.model.arch, train.model.patch_size, train.batch_size, train.lr, train.weight_decay) == \
@@ -41,9 +41,9 @@ def test_dry_run_of_the_paper_preset_plans_every_curve_point_at_224(tmp_path, ca
 
 
 def test_set_masking_drop_reaches_the_model_and_its_key_while_the_default_key_stays():
+    from xaibench.data import create_dataset
     from xaibench.training import DataSpec, TrainConfig, checkpoint_key
     from xaibench.training.trainer import model_kwargs
-    from xaibench.data import create_dataset
 
     spec = DataSpec("synthetic", 16, None, {"n_samples": 48})
     default, drop = TrainConfig(), TrainConfig.from_dict({"masking": "drop"})

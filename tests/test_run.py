@@ -11,37 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaibench.engine import plan as engine_plan
 from xaibench.cli import main
+from xaibench.engine import plan as engine_plan
 from xaibench.errors import XaibenchError
 from xaibench.runner import RunOptions, run_config
 from xaibench.tables import plausibility_table, table2, to_latex, wilcoxon_tests, without_ci
 
 REPO = Path(__file__).resolve().parents[1]
-
-TINY_RUN = """
-[run]
-datasets = ["synthetic"]
-sanity_images = 0
-n_test = 8
-steps = 5
-batch_size = 8
-n_figure_images = 3
-[train]
-steps = 6
-batch_size = 8
-eval_every = 3
-warmup_steps = 1
-init = "segm"
-init_steps = 3
-n_masks = 2
-[train.model_options]
-depth = 1
-embed_dim = 32
-num_heads = 2
-[data.synthetic]
-n_samples = 48
-"""
 
 NAN_PLUGIN = '''
 import torch
@@ -55,17 +31,13 @@ class NaNExplainer(Explainer):
 
     needs_gradients = False
 
-    def attribute(self, inputs, targets, generator=None):
+    def attribute(self, inputs, target, generator=None):
         return torch.full((inputs.shape[0], self.model.n_patches), float("nan"))
 '''
 
 
-def run_cli(config: Path, out: Path, cache: Path, *extra: str) -> int:
-    return main(["run", "--config", str(config), "--size", "16", "--out", str(out), "--cache", str(cache),
-                 "--quiet", *extra])
-
-
-def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, capsys, monkeypatch):
+@pytest.mark.slow
+def test_run_end_to_end_writes_tables_figures_manifest(tmp_path, tiny_config, capsys, monkeypatch, run_cli):
     monkeypatch.setattr(engine_plan, "BASELINE_MODELS", ["segm", "ofa"])  # Table 1 path without slow ResNets
     out = tmp_path / "out"
     assert run_cli(tiny_config, out, tmp_path / "cache", "--seeds", "0,1", "--train-baselines") == 0
@@ -125,10 +97,11 @@ def _units(cache: Path) -> dict[Path, int]:
     return {path: path.stat().st_mtime_ns for path in (cache / "units").rglob("*.pt")}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_table(tmp_path, tiny_config):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny_config), "--size", "16",
-               "--n-test", "24", "--steps", "all"]
+               "--n-test", "24", "--curve-points", "all"]
 
     def start(name: str) -> subprocess.Popen:
         return subprocess.Popen(command + ["--out", str(tmp_path / name), "--cache", str(tmp_path / f"cache-{name}")],
@@ -195,7 +168,8 @@ def test_plugin_that_raises_at_import_exits_2_naming_it(tmp_path, capsys):
     assert "broken_plugin.py failed to load: RuntimeError: no GPU driver here" in err
 
 
-def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, tiny_config, capsys):
+@pytest.mark.slow
+def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, tiny_config, capsys, run_cli):
     plugin = tmp_path / "nan_plugin.py"
     plugin.write_text(NAN_PLUGIN)
     cache = tmp_path / "cache"
@@ -221,7 +195,7 @@ def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, t
     assert [f["unit"] for f in manifest["failures"]] == ["explain synthetic/seed0/test.nan"]
 
 
-def test_predicted_target_and_metric_choice(tmp_path, tiny_config, capsys):
+def test_predicted_target_and_metric_choice(tmp_path, tiny_config, capsys, run_cli):
     out = tmp_path / "out"
     assert run_cli(tiny_config, out, tmp_path / "cache", "--methods", "ofa", "--no-figures") == 0
     assert (out / "plausibility.csv").exists()
@@ -300,17 +274,18 @@ def test_run_config_layers():
     assert config["run"]["methods"] == ["ofa", "grad", "attn"]  # untouched keys keep DEFAULT_RUN's values
     assert config["data"]["synthetic"]["n_samples"] == 40
     assert config["train"]["steps"] == 9 and overrides == {"lr": 0.1, "steps": 4}
-    options = RunOptions.from_dict({**config["run"], "steps": "all", "seeds": "3,1"})
-    assert options.steps is None and options.seeds == [3, 1]
+    options = RunOptions.from_dict({**config["run"], "curve_points": "all", "seeds": "3,1"})
+    assert options.curve_points is None and options.seeds == [3, 1]
     assert options.metric_options_for("rsrg") == {"steps": None, "batch_size": "auto", "n_draws": 3}
     assert options.metric_options_for("plausibility") == {}
     with pytest.raises(XaibenchError, match="n_test must be an integer >= 1"):
         RunOptions.from_dict({**config["run"], "n_test": 0})
 
 
+@pytest.mark.slow
 def test_readme_plugin_example_runs_through_xaibench_run(tmp_path, tiny_config):
     """The README's "Write your own explainer" file, end to end through `xaibench run --plugins`."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (REPO / "README.md").read_text()
     block = re.search(r"<!-- begin: my_explainer.py -->\s*```python\n(.*?)```", text, re.S)
     plugin = tmp_path / "my_explainer.py"
     plugin.write_text(block.group(1))
@@ -336,9 +311,10 @@ def test_method_fingerprint_covers_the_engine_code_it_runs():
     assert code_fingerprint(METHODS.get("grad")) == _files_hash(own + _ENGINE_FILES) != _files_hash(own)
 
 
-def test_a_score_given_by_two_metrics_is_kept_once(tmp_path, tiny_config):
+def test_a_score_given_by_two_metrics_is_kept_once(tmp_path, tiny_config, run_cli):
     out = tmp_path / "out"
-    assert run_cli(tiny_config, out, tmp_path / "cache", "--no-figures", "--set", "run.metrics=[\"srg\", \"insertion\"]") == 0
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--no-figures",
+                   "--set", "run.metrics=[\"srg\", \"insertion\"]") == 0
     scores = pd.read_csv(out / "scores_long.csv")
     assert {"srg", "insertion", "deletion"} <= set(scores["metric"])
     per_image = scores[scores["metric"] == "insertion"].groupby(["method", "seed", "image"]).size()
@@ -414,7 +390,8 @@ def test_a_users_torchvision_classifier_is_scored_from_its_checkpoint_without_tr
 
     with safe_open(str(out / "attributions" / "synthetic_seed0_grad.safetensors"), "pt") as saved:
         assert saved.metadata() == {"dataset": "synthetic", "seed": "0", "method": "grad"}
-        assert saved.get_tensor("attributions").shape == (8, 16) and saved.get_tensor("image").tolist() == list(range(8))
+        assert saved.get_tensor("attributions").shape == (8, 16)
+        assert saved.get_tensor("image").tolist() == list(range(8))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["options"]["model"] == "torchvision:resnet18" and "load synthetic/seed0/torchvision:resnet18" in \
         manifest["units"]

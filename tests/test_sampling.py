@@ -1,3 +1,4 @@
+"""Seeded draws: tie-breaking orders, weighted orders, uniform numbers, min-max scaling."""
 import torch
 
 from xaibench.sampling import descending_order, minmax, uniform, weighted_order
