@@ -15,8 +15,6 @@ from xaibench.models import create_model
 from xaibench.models.base import MaskedClassifier
 from xaibench.models.vit import MaskableViT
 
-from test_run import TINY_RUN
-
 METHODS = ("vit_shapley", "fastshap")
 SIZE, PATCH = 16, 4  # 16 patches
 
@@ -148,7 +146,7 @@ def test_bad_options_are_one_line_errors(options):
         create_method("fastshap", AdditiveToy(), **options)
 
 
-AMORTIZED_RUN = TINY_RUN + """
+AMORTIZED_EXTRA = """
 [run.method_options.vit_shapley]
 steps = 3
 batch_size = 4
@@ -160,9 +158,9 @@ n_subsets = 2
 """
 
 
-def test_run_fits_vit_shapley_and_fastshap_and_writes_their_table2_rows(tmp_path):
+def test_run_fits_vit_shapley_and_fastshap_and_writes_their_table2_rows(tmp_path, tiny_run):
     config = tmp_path / "tiny.toml"
-    config.write_text(AMORTIZED_RUN)
+    config.write_text(tiny_run + AMORTIZED_EXTRA)
     out = tmp_path / "out"
     code = main(["run", "--config", str(config), "--size", "16", "--out", str(out), "--cache", str(tmp_path / "c"),
                  "--quiet", "--threads", "1", "--methods", "ofa,vit_shapley,fastshap"])

@@ -8,8 +8,21 @@ import pytest
 import torch
 from torch import nn
 
-from xaibench.metrics import (RSRG, SRG, Deletion, Insertion, MetricResult, create_metric, deletion, insertion,
-                              plausibility_auroc, resolve_steps, rsrg, score_higher_is_better, srg)
+from xaibench.metrics import (
+    RSRG,
+    SRG,
+    Deletion,
+    Insertion,
+    MetricResult,
+    create_metric,
+    deletion,
+    insertion,
+    plausibility_auroc,
+    resolve_steps,
+    rsrg,
+    score_higher_is_better,
+    srg,
+)
 from xaibench.registry import METRICS, UnknownNameError, list_metrics
 from xaibench.sampling import minmax, weighted_order
 

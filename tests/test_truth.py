@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from xaibench.data import create_dataset
-from xaibench.data.objects import BACKGROUND, BLOCK, SHAPES, WEIGHTS, evidence_score, make_objects
-from xaibench.engine.truth import (gate_rows, gate_values, object_truth, shapley_matrix, subset_masks,
-                                   target_log_odds)
+from xaibench.data.objects import BACKGROUND, BLOCK, SHAPES, evidence_score, make_objects
+from xaibench.engine.truth import gate_rows, gate_values, object_truth, shapley_matrix, subset_masks, target_log_odds
 from xaibench.metrics import ObjectTruth, create_metric, object_agreement
 from xaibench.models.base import MaskedClassifier
 

@@ -4,7 +4,9 @@ data -> models -> training -> methods (explanations) -> metrics (scores) -> tabl
 `xaibench.run(methods=["ofa", "grad"], datasets=["objects"])` runs what `xaibench run` runs and returns its frames;
 `xaibench.load_run("xaibench-out/run")` reads a finished run folder back into the same frames.
 """
-__version__ = "0.5.0"
+from xaibench.version import __version__
+
+__all__ = ["__version__", "load_run", "run"]
 
 
 def run(*args, **kwargs):

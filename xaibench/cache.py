@@ -125,7 +125,7 @@ class UnitStore:
         return payload
 
     def save(self, kind: str, key: str, payload: dict[str, Any]) -> Path:
-        from xaibench import __version__
+        from xaibench.version import __version__
 
         return atomic_sealed_save({**payload, FORMAT_KEY: UNIT_VERSION, WRITER_KEY: __version__,
                                    COMPUTED_BY_KEY: worker_id()}, self.path(kind, key))

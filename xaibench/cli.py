@@ -8,7 +8,6 @@ import argparse
 import sys
 from typing import Sequence
 
-from xaibench import __version__
 from xaibench.argtypes import (
     comma_ints,
     curve_points,
@@ -20,6 +19,7 @@ from xaibench.argtypes import (
 from xaibench.defaults import PRESETS
 from xaibench.errors import XaibenchError
 from xaibench.registry import DATASETS, METHODS, METRICS, MODELS, UnknownNameError
+from xaibench.version import __version__
 
 REGISTRIES = {"datasets": DATASETS, "models": MODELS, "methods": METHODS, "metrics": METRICS}
 EXIT_USAGE = 2

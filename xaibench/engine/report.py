@@ -16,7 +16,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from xaibench import __version__
 from xaibench.engine.collect import Frames
 from xaibench.engine.scope import REFERENCE
 from xaibench.io import atomic_write_bytes, atomic_write_text
@@ -43,6 +42,7 @@ from xaibench.tables import (
     wilcoxon_tests,
     write_table,
 )
+from xaibench.version import __version__
 
 
 def cpu_name() -> str:
