@@ -29,8 +29,8 @@ BASELINE_MODELS = ["resnet18", "resnet50", "vit", "segm", "ofa"]
 
 
 def _ask_kinds(scope: Scope) -> None:
-    """Every registered kind plans its units at this scope, in registration order."""
-    for kind in list(UNIT_KINDS.values()):
+    """Every registered kind plans its units at this scope, by planning_order (then registration order)."""
+    for kind in sorted(UNIT_KINDS.values(), key=lambda kind: kind.planning_order):  # a stable sort
         kind.plan(scope)
 
 

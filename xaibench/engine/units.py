@@ -72,6 +72,9 @@ class UnitKind:
     name: ClassVar[str] = ""
     #: an n/a outcome of this kind marks its (dataset, method) cell as not applicable in the tables
     marks_unavailable: ClassVar[bool] = False
+    #: when the planner asks this kind at each level: lower first, ties in registration order (the built-in
+    #: kinds take 10..80, so a kind that reads their units, as a plugin's does, keeps the default)
+    planning_order: ClassVar[int] = 100
 
     # -- planning ------------------------------------------------------------------------------------------------
     def plan(self, scope: "Scope") -> Iterable[Unit]:
@@ -137,7 +140,7 @@ UNIT_KINDS: dict[str, UnitKind] = {}
 
 def register_kind(kind: type[UnitKind]) -> type[UnitKind]:
     """Class decorator: make a unit kind known to the planner, the executor and the collector under its `name`.
-    Kinds are asked for units in registration order at each planning level."""
+    At each planning level the kinds are asked by `planning_order`, then in registration order."""
     if not kind.name:
         raise ValueError(f"unit kind {kind.__qualname__} has no name")
     UNIT_KINDS[kind.name] = kind()

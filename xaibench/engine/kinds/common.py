@@ -1,6 +1,5 @@
 """What the kinds that run a method or read an explanation share: the explained classes, the suited model, and an
-Explanation as an explain unit stores it. Kept apart so that no kind module imports another for its helpers (the
-import order of engine/kinds/__init__.py is the registration order, which is the planning order)."""
+Explanation as an explain unit stores it."""
 from __future__ import annotations
 
 from typing import Any

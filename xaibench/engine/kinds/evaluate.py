@@ -49,6 +49,7 @@ class EvaluateKind(UnitKind):
     """Test AUC and ACC of a trained classifier (a Table 1 row)."""
 
     name = "evaluate"
+    planning_order = 30
 
     def plan(self, scope: Scope):
         if scope.level != "run_end":

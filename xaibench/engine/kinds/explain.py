@@ -60,6 +60,7 @@ class ExplainKind(UnitKind):
     """Explain the first n_test test images of a dataset with one method, in batches, with a seeded generator."""
 
     name = "explain"
+    planning_order = 60
     marks_unavailable = True
 
     def plan(self, scope: Scope):

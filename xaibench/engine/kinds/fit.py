@@ -41,6 +41,7 @@ class FitKind(UnitKind):
     (cost.csv counts explaining only), so it adds no rows."""
 
     name = "fit"
+    planning_order = 50
 
     def plan(self, scope: Scope):
         if scope.level == "method" and is_fitted(scope.method):

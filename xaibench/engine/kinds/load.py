@@ -38,6 +38,7 @@ class LoadKind(UnitKind):
     """A user's classifier from its checkpoint file: no training."""
 
     name = "load"
+    planning_order = 20
 
     def plan(self, scope: Scope):
         options = scope.options

@@ -72,6 +72,7 @@ class SanityKind(UnitKind):
     """Spearman correlation of a method's maps on the model and on its randomized copies."""
 
     name = "sanity"
+    planning_order = 80
 
     def plan(self, scope: Scope):
         options = scope.options

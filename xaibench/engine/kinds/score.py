@@ -77,6 +77,7 @@ class ScoreKind(UnitKind):
     """Score one method's explanations with one metric, batch by batch through the metric's `update`."""
 
     name = "score"
+    planning_order = 70
 
     def plan(self, scope: Scope):
         if scope.level not in ("method", "network_end"):

@@ -53,6 +53,7 @@ class TrainKind(UnitKind):
     """Train a model (or load it from the checkpoint cache). The unit's key is the checkpoint key."""
 
     name = "train"
+    planning_order = 10
 
     def plan(self, scope: Scope):
         if scope.level == "network" and not scope.options.checkpoint:

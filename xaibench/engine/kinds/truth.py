@@ -46,6 +46,7 @@ class TruthKind(UnitKind):
     """The model's exact object Shapley values, the reference ordering and the gates."""
 
     name = "truth"
+    planning_order = 40
     marks_unavailable = True
 
     def plan(self, scope: Scope):
