@@ -201,11 +201,21 @@ def test_one_markdown_writer_serves_the_layouts_and_the_flat_frames():
 def test_kendall_taus_are_numbers_and_the_notes_their_text():
     scores = long_scores(("synthetic", "breastmnist"))
     srg = scores[scores["metric"] == "srg"]
-    truth = srg[srg["dataset"] == "synthetic"].assign(metric="truth_rank")  # the same order as SRG: tau 1
-    scores = pd.concat([scores, truth, truth.assign(method="reference")])  # the reference does not count
+    rank = srg[srg["dataset"] == "synthetic"].assign(metric="truth_rank")  # the same order as SRG: tau 1
+    wtau = rank.assign(metric="truth_wtau", value=-rank["value"])  # the reverse order: tau -1
+    scores = pd.concat([scores, rank, wtau, rank.assign(method="reference")])  # the reference does not count
     taus = kendall_taus(scores, ["ofa", "grad", "attn", "reference"])
-    assert list(taus.columns) == KENDALL_COLUMNS and taus["dataset"].tolist() == ["synthetic"]
-    assert taus["n_methods"].tolist() == [3] and taus["tau"].tolist() == pytest.approx([1.0])
+    assert list(taus.columns) == KENDALL_COLUMNS and taus["dataset"].tolist() == ["synthetic", "synthetic"]
+    assert taus["measure"].tolist() == ["truth_rank", "truth_wtau"] and taus["n_methods"].tolist() == [3, 3]
+    assert taus["tau"].tolist() == pytest.approx([1.0, -1.0])
+    assert kendall_taus(scores, ["ofa", "grad", "attn"], ["truth_wtau"])["tau"].tolist() == pytest.approx([-1.0])
     assert kendall_notes(scores, ["ofa", "grad", "attn", "reference"]) == [
-        "Synthetic: Kendall tau between the rankings by mean SRG and by mean rank agreement, over 3 methods: 1.00"]
+        "Synthetic: Kendall tau between the rankings by mean SRG and by each truth measure, over 3 methods: "
+        "Rank 1.00, wTau -1.00"]
     assert kendall_notes(scores, ["ofa", "grad"]) == []  # fewer than 3 methods rank nothing
+    # a measure with a method missing says its own count
+    fewer = scores[~((scores["metric"] == "truth_wtau") & (scores["method"] == "attn"))]
+    more = pd.concat([fewer] + [frame.assign(method="random", value=0.0) for frame in (srg, rank, wtau)])
+    assert kendall_notes(more, ["ofa", "grad", "attn", "random"]) == [
+        "Synthetic: Kendall tau between the rankings by mean SRG and by each truth measure: Rank 1.00 (4 methods), "
+        "wTau -1.00 (3 methods)"]

@@ -17,7 +17,7 @@ from torch import nn
 from xaibench.data import create_dataset
 from xaibench.data.objects import BACKGROUND, BLOCK, SHAPES, evidence_score, make_objects
 from xaibench.engine.truth import gate_rows, gate_values, object_truth, shapley_matrix, subset_masks, target_log_odds
-from xaibench.metrics import ObjectTruth, create_metric, object_agreement
+from xaibench.metrics import GameTruth, create_metric, object_agreement
 from xaibench.models.base import MaskedClassifier
 
 
@@ -172,9 +172,11 @@ def test_object_agreement_ranks_and_signs():
     assert float(rank[0]) < 1 and math.isclose(float(sign[0]), 2 / 3)
     metric = create_metric("truth")
     out = metric(None, torch.zeros(2, 1, 28, 28), exact, torch.zeros(2, dtype=torch.long),
-                 ObjectTruth(patches, shapley))
-    assert set(out.scores) == {"truth_rank", "truth_sign"}
-    with pytest.raises(ValueError, match="object truth"):
+                 GameTruth(patches, shapley, 4, patches, shapley))  # a game of the objects alone
+    assert list(out.scores) == ["truth_rank", "truth_wtau", "truth_top1", "truth_bottom1", "truth_sign",
+                                "truth_rank_objects", "truth_sign_objects"]
+    assert torch.equal(out.scores["truth_rank"], out.scores["truth_rank_objects"])
+    with pytest.raises(ValueError, match="game truth"):
         metric(None, torch.zeros(2, 1, 28, 28), exact, torch.zeros(2, dtype=torch.long), None)
 
 

@@ -25,14 +25,24 @@ DATASET_LABELS = {
 METHOD_LABELS = {"ofa": "OFA", "grad": "Grad", "attn": "Attn", "random": "Random",
                  "reference": "Reference (exact object Shapley)"}
 METRIC_LABELS = {"srg": "SRG", "rsrg": "R-SRG", "plausibility": "Plaus", "mrg": "MRG", "lrg": "LRG",
-                 "insertion": "Ins", "deletion": "Del", "truth_rank": "Rank", "truth_sign": "Sign"}
-TRUTH_METRICS = ("truth_rank", "truth_sign")
+                 "insertion": "Ins", "deletion": "Del", "truth_rank": "Rank", "truth_wtau": "wTau",
+                 "truth_top1": "Top-1", "truth_bottom1": "Bot-1", "truth_sign": "Sign",
+                 "truth_rank_objects": "Rank (obj)", "truth_sign_objects": "Sign (obj)"}
+# the whole game's measures (objects and background regions), then the object-only game's, for comparison
+TRUTH_METRICS = ("truth_rank", "truth_wtau", "truth_top1", "truth_bottom1", "truth_sign", "truth_rank_objects",
+                 "truth_sign_objects")
 TABLE2_METRICS = ("srg", "rsrg")
 PLAUSIBILITY_CAPTION = ("Plausibility (AUROC x100 of the attribution against the annotated patches): agreement with "
                         "the data's annotation, not faithfulness to the model.")
-TRUTH_CAPTION = ("Agreement (x100) of each method's attribution mass per object with the model's exact object "
-                 "Shapley values: Spearman rank correlation (Rank) and share of objects with the right sign (Sign), "
-                 "mean over test images.")
+TRUTH_CAPTION = ("Agreement (x100, mean over test images) of each method's attribution mass per player (the objects "
+                 "and the background regions) with the model's exact Shapley values of that game. "
+                 "Rank: Spearman's correlation, every rank weighing alike. "
+                 "wTau: weighted Kendall tau (Vigna 2015, additive hyperbolic), swaps near the top weighing most, "
+                 "as in the curves. "
+                 "Top-1: share of images whose highest-mass player is the game's most valuable. "
+                 "Bot-1: the same for the lowest-mass player and the game's most negative. "
+                 "Sign: share of players whose mass has the sign of their value. "
+                 "Rank (obj), Sign (obj): rank and sign over the objects alone, against the object-only game.")
 
 Unavailable = Mapping[tuple[str, str], str]  # (dataset, method) -> why the method does not apply there
 
@@ -138,8 +148,8 @@ def plausibility_table(scores: pd.DataFrame, methods: Sequence[str] | None = Non
 
 def truth_table(scores: pd.DataFrame, methods: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
                 unavailable: Unavailable | None = None, ci: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Rank and sign agreement x 100 per method with the model's exact object Shapley values (datasets that
-    re-render their objects only), with intervals as in table2."""
+    """Every agreement measure (TRUTH_METRICS) x 100 per method with the model's exact Shapley values of the whole
+    game and of the object-only game (datasets that re-render their objects only), with intervals as in table2."""
     return method_table(scores, TRUTH_METRICS, methods, datasets, only_present=True, unavailable=unavailable, ci=ci)
 
 
@@ -177,12 +187,19 @@ def cost_table(costs: pd.DataFrame, methods: Sequence[str] | None = None, datase
 
 
 def kendall_notes(scores: pd.DataFrame, methods: Sequence[str]) -> list[str]:
-    """Per dataset with truth scores: Kendall's tau between the methods' ranking by mean SRG and by mean rank
-    agreement with the model's truth (means over images and seeds): do the faithfulness metric and the truth
-    order the methods alike?"""
-    return [f"{DATASET_LABELS.get(row.dataset, row.dataset)}: Kendall tau between the rankings by mean SRG and by "
-            f"mean rank agreement, over {row.n_methods} methods: {row.tau:.2f}"
-            for row in kendall_taus(scores, methods).itertuples()]
+    """One line per dataset with truth scores: Kendall's tau between the methods' ranking by mean SRG and by
+    each truth measure (means over images and seeds; kendall_taus): do the faithfulness metric and each judge
+    of agreement with the truth order the methods alike?"""
+    taus = kendall_taus(scores, methods, TRUTH_METRICS)
+    lines = []
+    for dataset, rows in taus.groupby("dataset", sort=False):
+        counts = set(rows["n_methods"])
+        each = ", ".join(f"{METRIC_LABELS.get(row.measure, row.measure)} {row.tau:.2f}"
+                         + ("" if len(counts) == 1 else f" ({row.n_methods} methods)") for row in rows.itertuples())
+        over = f", over {counts.pop()} methods" if len(counts) == 1 else ""
+        lines.append(f"{DATASET_LABELS.get(dataset, dataset)}: Kendall tau between the rankings by mean SRG and by "
+                     f"each truth measure{over}: {each}")
+    return lines
 
 
 def gates_table(gates: pd.DataFrame) -> pd.DataFrame:

@@ -197,21 +197,30 @@ def wilcoxon_tests(scores: pd.DataFrame, metrics: Sequence[str] = ("srg", "rsrg"
     return pd.DataFrame(rows, columns=WILCOXON_COLUMNS)
 
 
-KENDALL_COLUMNS = ["dataset", "n_methods", "tau"]
+KENDALL_COLUMNS = ["dataset", "measure", "n_methods", "tau"]
 
 
-def kendall_taus(scores: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """Per dataset with truth scores: Kendall's tau between the methods' ranking by mean SRG and by mean rank
-    agreement with the model's truth (means over images and seeds; the reference left out), over the methods
-    with both; datasets with fewer than 3 such methods give no row."""
+def kendall_taus(scores: pd.DataFrame, methods: Sequence[str], measures: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per dataset with truth scores and per truth measure: Kendall's tau between the methods' ranking by mean SRG
+    and by that measure's mean (means over images and seeds; the reference left out), over the methods with both.
+
+    measures: the truth scores to rank by, in the rows' order; None = every metric named truth_* in the scores,
+    in their order. A (dataset, measure) with fewer than 3 such methods gives no row."""
     from scipy.stats import kendalltau
 
+    if measures is None:
+        measures = [m for m in pd.unique(scores["metric"]) if str(m).startswith("truth_")]
+    truth = scores[scores["metric"].isin(list(measures))]
+    means = scores[scores["metric"].isin(["srg", *measures])].groupby(["dataset", "metric", "method"])["value"].mean()
     rows = []
-    ranked = scores[scores["metric"].isin(["srg", "truth_rank"])]
-    means = ranked.groupby(["dataset", "metric", "method"])["value"].mean()
-    for dataset in pd.unique(scores.loc[scores["metric"] == "truth_rank", "dataset"]):
-        table = means.loc[dataset].unstack("metric").reindex([m for m in methods if m != "reference"]).dropna()
-        if len(table) < 3 or "srg" not in table:
+    for dataset in pd.unique(truth["dataset"]):
+        table = means.loc[dataset].unstack("metric").reindex([m for m in methods if m != "reference"])
+        if "srg" not in table:
             continue
-        rows.append((dataset, len(table), kendalltau(table["srg"], table["truth_rank"]).statistic))
+        for measure in measures:
+            if measure not in table:
+                continue
+            pair = table[["srg", measure]].dropna()
+            if len(pair) >= 3:
+                rows.append((dataset, measure, len(pair), kendalltau(pair["srg"], pair[measure]).statistic))
     return pd.DataFrame(rows, columns=KENDALL_COLUMNS)
