@@ -16,7 +16,15 @@ from torch import nn
 
 from xaibench.data import create_dataset
 from xaibench.data.objects import BACKGROUND, BLOCK, SHAPES, evidence_score, make_objects
-from xaibench.engine.truth import gate_rows, gate_values, object_truth, shapley_matrix, subset_masks, target_log_odds
+from xaibench.engine.truth import (
+    gate_rows,
+    gate_values,
+    measure_rows,
+    object_truth,
+    shapley_matrix,
+    subset_masks,
+    target_log_odds,
+)
 from xaibench.metrics import GameTruth, create_metric, object_agreement
 from xaibench.models.base import MaskedClassifier
 
@@ -153,9 +161,14 @@ def test_efficiency_holds_for_a_trained_looking_network(test_split):
 def test_gate_failures_name_the_gate_and_its_threshold():
     from xaibench.tables import gate_warnings
 
-    lines = gate_warnings(pd.DataFrame(gate_rows("objects", 0, {
-        "accuracy": 0.9, "removal_agreement": 0.95, "background_shift": 0.1, "distractor_share": float("nan")})))
-    assert len(lines) == 2 and "accuracy" in lines[0] and ">= 0.95" in lines[0] and "distractor_share" in lines[1]
+    measured = {"accuracy": 0.9, "removal_agreement": float("nan"), "background_shift": 0.9,
+                "distractor_share": 0.9, "background_share": 0.4}
+    lines = gate_warnings(pd.DataFrame(gate_rows("objects", 0, measured)))
+    assert len(lines) == 2 and "accuracy" in lines[0] and ">= 0.95" in lines[0] and "removal_agreement" in lines[1]
+    # the background and distractor figures are measured shares, not gates: no threshold, never a warning
+    shares = measure_rows("objects", 0, measured)
+    assert [row["measure"] for row in shares] == ["background_share", "background_shift", "distractor_share"]
+    assert {row["gate"] for row in gate_rows("objects", 0, measured)} == {"accuracy", "removal_agreement"}
 
 
 def test_object_agreement_ranks_and_signs():
@@ -221,11 +234,14 @@ def test_a_tiny_run_writes_truth_gates_and_sanity(tmp_path, tiny_config):
     for name in ("truth.md", "truth.csv", "gates.csv", "gates.md", "sanity.md", "sanity.csv", "table2.md", "ci.csv"):
         assert (out / name).is_file(), name
     table2 = (out / "table2.md").read_text()
-    assert "Reference (exact object Shapley)" in table2
+    assert "Reference (exact Shapley)" in table2
     truth = (out / "truth.md").read_text()
     assert "Objects Rank" in truth and "Kendall tau" in truth
     gates = pd.read_csv(out / "gates.csv")
-    assert set(gates["gate"]) == {"accuracy", "removal_agreement", "background_shift", "distractor_share"}
+    assert set(gates["gate"]) == {"accuracy", "removal_agreement"}
+    game = pd.read_csv(out / "game.csv").set_index("measure")["value"]
+    assert set(game.index) == {"background_share", "background_shift", "distractor_share"}
+    assert 0 <= game["background_share"] <= 1
     # a tiny network trained for 6 steps fails the accuracy gate: the run says so, in the log and the tables
     assert not gates.set_index("gate").loc["accuracy", "holds"]
     assert "gate accuracy fails" in done.stdout and "gate accuracy fails" in table2
@@ -241,5 +257,6 @@ def test_a_tiny_run_writes_truth_gates_and_sanity(tmp_path, tiny_config):
     manifest = json.loads((out / "manifest.json").read_text())
     assert {row["gate"] for row in manifest["gates"]} == set(gates["gate"])
     scores = pd.read_csv(out / "scores_long.csv")
-    assert {"truth_rank", "truth_sign"} <= set(scores["metric"])
+    assert {"truth_rank", "truth_wtau", "truth_top1", "truth_bottom1", "truth_sign", "truth_rank_objects",
+            "truth_sign_objects"} <= set(scores["metric"])
     assert not ((scores["method"] == "reference") & scores["metric"].str.startswith("truth")).any()

@@ -14,7 +14,7 @@ from xaibench.engine.units import UNIT_KINDS, Outcome, Unit
 
 SCORE_COLUMNS = ["dataset", "seed", "method", "image", "label", "target", "metric", "value"]
 #: the tables the report knows; rows a kind adds under any other name land in Frames.extra
-TABLES = ("scores", "costs", "curves", "table1", "gates", "sanity")
+TABLES = ("scores", "costs", "curves", "table1", "gates", "game", "sanity")
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Frames:
     explanations: list[dict[str, Any]] = field(default_factory=list)  # for --save-attributions
     gates: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset and seed, engine/truth.py's gates
     sanity: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset, seed, method and stage
+    game: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset and seed: the game's measured shares
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # rows of kinds the report does not know
 
 
@@ -92,6 +93,7 @@ class Collector:
         frames.costs, frames.curves = pd.DataFrame(rows.get("costs", [])), pd.DataFrame(rows.get("curves", []))
         frames.table1 = pd.DataFrame(rows.get("table1", []))
         frames.gates, frames.sanity = pd.DataFrame(rows.get("gates", [])), pd.DataFrame(rows.get("sanity", []))
+        frames.game = pd.DataFrame(rows.get("game", []))
         frames.extra = {name: pd.DataFrame(table) for name, table in rows.items() if name not in TABLES}
         return frames
 

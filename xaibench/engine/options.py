@@ -76,6 +76,8 @@ class RunOptions:
     checkpoint: str | None = None  # a classifier's weights file: it is explained and scored as it is, not trained
     sanity_images: int = 16  # images of each method's cascading model-randomization check (0 = none)
     sanity_data: bool = False  # also the data randomization test: the network trained again on permuted labels
+    # players of the background in the model's whole game (objects set): tiles of a coarse grid of the patches
+    background_regions: int = 2
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -134,6 +136,9 @@ def _check_values(values: dict[str, Any]) -> None:
         raise XaibenchError(f"unknown target {values['target']!r}; valid: {', '.join(TARGETS)}")
     if not values["seeds"]:
         raise XaibenchError("no seed given")
+    from xaibench.engine.game import check_regions
+
+    check_regions(values["background_regions"])
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

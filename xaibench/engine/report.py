@@ -134,8 +134,9 @@ def _notes(table: pd.DataFrame, warnings: list[str]) -> list[str]:
 
 def write_truth_outputs(out: Path, frames: Frames, methods: list[str], datasets: list[str], ci: pd.DataFrame,
                         warnings: list[str]) -> list[Path]:
-    """truth.{csv,md,tex} (agreement with the model's exact object Shapley values, and Kendall's tau between the
-    rankings by SRG and by that agreement), gates.{csv,md} and sanity.{csv,md}; each only where it was measured."""
+    """truth.{csv,md,tex} (agreement with the model's exact Shapley values, and Kendall's tau between the rankings
+    by SRG and by each agreement measure), gates.{csv,md}, game.{csv,md} (the background's share of the whole game)
+    and sanity.{csv,md}; each only where it was measured."""
     scores, unavailable, files = frames.scores, frames.unavailable or None, []
     if scores["metric"].isin(TRUTH_METRICS).any():
         table = truth_table(scores, methods, datasets, **_na(unavailable), ci=ci)
@@ -145,6 +146,9 @@ def write_truth_outputs(out: Path, frames: Frames, methods: list[str], datasets:
         gates = gates_table(frames.gates)
         files.append(atomic_write_text(out / "gates.csv", gates.to_csv(index=False, float_format="%.6g")))
         files.append(atomic_write_text(out / "gates.md", flat_markdown(gates)))
+    if len(frames.game):  # the background's share of the whole game, beside the truth
+        files.append(atomic_write_text(out / "game.csv", frames.game.to_csv(index=False, float_format="%.6g")))
+        files.append(atomic_write_text(out / "game.md", flat_markdown(frames.game)))
     if len(frames.sanity):
         files.append(atomic_write_text(out / "sanity.csv", frames.sanity.to_csv(index=False, float_format="%.6g")))
         table = sanity_table(frames.sanity, methods)

@@ -24,10 +24,13 @@ GATES = {  # name -> (threshold, True if the value must be at least the threshol
     "accuracy": (0.95, True, "test accuracy of the explained network (whole test split)"),
     "removal_agreement": (0.9, True, "Pearson correlation, over images x objects, of the target log-odds with "
                                      "the object removed by re-rendering and by masking its patches"),
-    "background_shift": (0.5, False, "mean absolute change of the target log-odds when every background patch "
-                                      "is masked, over the mean absolute v(all) - v(none)"),
-    "distractor_share": (0.25, False, "mean absolute Shapley value of distractor objects over that of evidence "
-                                      "objects"),
+}
+#: what the game measures besides (no threshold: the whole game judges the background, engine/game.py)
+MEASURES = {
+    "background_share": "share of the whole game's |phi| held by the background regions (mean over images)",
+    "background_shift": "mean absolute change of the target log-odds when every background patch is masked, over "
+                        "the mean absolute v(all) - v(none)",
+    "distractor_share": "mean absolute Shapley value of distractor objects over that of evidence objects",
 }
 
 
@@ -110,7 +113,8 @@ def object_truth(model, dataset, indices: torch.Tensor, targets: torch.Tensor, d
 
 
 def gate_values(truth: dict[str, torch.Tensor], accuracy: float) -> dict[str, float]:
-    """The gates' measured values (GATES says what each is and its threshold)."""
+    """The gates' measured values (GATES says what each is and its threshold) and the measures (MEASURES) of
+    the object game; background_share needs the whole game (game_measures)."""
     full = (1 << N_SLOTS) - 1
     values, present = truth["values"], truth["kinds"] >= 0
     rendered_without = torch.stack([values[:, full ^ (1 << slot)] for slot in range(N_SLOTS)], dim=1)
@@ -136,8 +140,16 @@ def gate_rows(dataset: str, seed: int, gates: dict[str, Any]) -> list[dict[str, 
     """Long rows of gates.csv (tables.gate_warnings turns the failing ones into the run's warnings)."""
     rows = []
     for name, value in gates.items():
+        if name not in GATES:
+            continue
         threshold, at_least, what = GATES[name]
         rows.append({"dataset": dataset, "seed": seed, "gate": name, "value": value,
                      "threshold": f"{'>=' if at_least else '<='} {threshold}", "holds": gate_holds(name, value),
                      "measures": what})
     return rows
+
+
+def measure_rows(dataset: str, seed: int, gates: dict[str, Any]) -> list[dict[str, Any]]:
+    """Long rows of game.csv: the measured shares (MEASURES), no threshold."""
+    return [{"dataset": dataset, "seed": seed, "measure": name, "value": gates[name], "measures": what}
+            for name, what in MEASURES.items() if name in gates]

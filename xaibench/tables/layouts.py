@@ -23,7 +23,7 @@ DATASET_LABELS = {
     "organsmnist": "OrganS", "synthetic": "Synthetic", "objects": "Objects",
 }
 METHOD_LABELS = {"ofa": "OFA", "grad": "Grad", "attn": "Attn", "random": "Random",
-                 "reference": "Reference (exact object Shapley)"}
+                 "reference": "Reference (exact Shapley)"}
 METRIC_LABELS = {"srg": "SRG", "rsrg": "R-SRG", "plausibility": "Plaus", "mrg": "MRG", "lrg": "LRG",
                  "insertion": "Ins", "deletion": "Del", "truth_rank": "Rank", "truth_wtau": "wTau",
                  "truth_top1": "Top-1", "truth_bottom1": "Bot-1", "truth_sign": "Sign",
