@@ -126,3 +126,12 @@ def test_the_reference_spreads_each_value_and_the_background_share():
     shapley = torch.tensor([[2.0] + [float("nan")] * 5 + [-1.0, 1.0]], dtype=torch.float64)
     assert spread_over_patches(shapley, players).tolist() == [[1.0, 1.0, -1.0, 1.0]]
     assert background_share(shapley).tolist() == [0.5]
+
+
+@pytest.mark.parametrize("value", ["0", "5", "2.5", "\"two\""])
+def test_a_bad_region_count_exits_2_naming_the_limit(value, capsys):
+    from xaibench.cli import main
+
+    assert main(["run", "--dry-run", "--set", f"run.background_regions={value}"]) == 2
+    error = capsys.readouterr().err
+    assert "background_regions" in error and f"2^{MAX_PLAYERS}" in error and "Traceback" not in error
