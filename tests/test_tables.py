@@ -211,11 +211,11 @@ def test_kendall_taus_are_numbers_and_the_notes_their_text():
     assert kendall_taus(scores, ["ofa", "grad", "attn"], ["truth_wtau"])["tau"].tolist() == pytest.approx([-1.0])
     assert kendall_notes(scores, ["ofa", "grad", "attn", "reference"]) == [
         "Synthetic: Kendall tau between the rankings by mean SRG and by each truth measure, over 3 methods: "
-        "Rank 1.00, wTau -1.00"]
+        "wTau -1.00, Rank 1.00"]
     assert kendall_notes(scores, ["ofa", "grad"]) == []  # fewer than 3 methods rank nothing
     # a measure with a method missing says its own count
     fewer = scores[~((scores["metric"] == "truth_wtau") & (scores["method"] == "attn"))]
     more = pd.concat([fewer] + [frame.assign(method="random", value=0.0) for frame in (srg, rank, wtau)])
     assert kendall_notes(more, ["ofa", "grad", "attn", "random"]) == [
-        "Synthetic: Kendall tau between the rankings by mean SRG and by each truth measure: Rank 1.00 (4 methods), "
-        "wTau -1.00 (3 methods)"]
+        "Synthetic: Kendall tau between the rankings by mean SRG and by each truth measure: wTau -1.00 (3 methods), "
+        "Rank 1.00 (4 methods)"]

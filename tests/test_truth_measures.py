@@ -202,7 +202,7 @@ def test_the_metric_scores_the_whole_game_per_image():
 
 def test_the_metric_declares_its_scores_and_directions():
     cls = type(create_metric("truth"))
-    assert cls.main_score == "truth_rank" and cls.scores_given() == TRUTH_SCORES
+    assert cls.main_score == "truth_wtau" and cls.scores_given() == TRUTH_SCORES
     assert TRUTH_SCORES == ("truth_rank", "truth_wtau", "truth_top1", "truth_bottom1", "truth_sign",
                             "truth_rank_objects", "truth_sign_objects")
     assert all(score_higher_is_better(name) for name in TRUTH_SCORES)
