@@ -45,3 +45,14 @@ def test_the_old_steps_key_still_sets_the_curve_points_with_a_warning(caplog):
     assert "deprecated" in caplog.text and "curve_points" in caplog.text
     config, _ = run_config({}, None, {"run.steps": 5})
     assert RunOptions.from_dict(config["run"]).curve_points == 5
+
+
+def test_the_manifest_records_every_version_that_changes_a_result(tmp_path, tiny_config):
+    from importlib import metadata
+
+    frames = xaibench.run(tmp_path / "out", config=tiny_config, size=16, methods=["random"], figures=False,
+                          metrics=["srg"], cache=tmp_path / "cache", progress=False)
+    versions = frames.manifest["versions"]
+    for name in ("torch", "timm", "numpy", "scipy", "pandas", "captum", "medmnist", "grad-cam", "zennit"):
+        assert versions[name] == metadata.version(name)
+    assert {"cuda", "cudnn", "python", "os"} <= set(versions) and versions["python"] and versions["os"]

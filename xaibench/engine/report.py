@@ -56,6 +56,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: distributions whose version can change a result (xaibench's own dependencies and extras)
+RESULT_PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pandas", "captum", "medmnist", "grad-cam",
+                   "zennit", "scikit-learn", "safetensors", "matplotlib", "seaborn")
+
+
+def versions() -> dict[str, str | None]:
+    """The installed version of each RESULT_PACKAGES distribution (None where it is not installed), the CUDA and
+    cuDNN builds torch runs with, the Python and the OS."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for name in RESULT_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {**found, "cuda": torch.version.cuda, "cudnn": str(cudnn) if cudnn else None,
+            "python": platform.python_version(), "os": platform.platform()}
+
+
 def environment(config: dict[str, Any], device: torch.device, timings: dict[str, float]) -> dict[str, Any]:
     """Versions, commit, device and configuration: the head of every manifest."""
     try:
@@ -68,6 +89,7 @@ def environment(config: dict[str, Any], device: torch.device, timings: dict[str,
 
     return {"xaibench": __version__, "git_commit": commit, "python": platform.python_version(),
             "torch": torch.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
+            "versions": versions(),
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
             cpu_name(), "config": config, "timings_s": timings,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
