@@ -159,7 +159,7 @@ def test_run_all_nine_sets_end_to_end(size, tmp_path, monkeypatch, capsys, one_t
     code = main(["run", "--datasets", "all", "--size", str(size), "--data-root", str(data), "--cache", str(cache),
                  "--out", str(out), "--n-test", "4", "--curve-points", "3", "--methods", "ofa,grad,attn",
                  "--train-baselines", "--quiet", *TINY])
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert code == 0, printed
     assert printed.count("MD5 not checked") == len(PAPER_DATASETS)  # once per file, each file named
     labels = [DATASET_LABELS[name] for name in PAPER_DATASETS]

@@ -1,6 +1,7 @@
 """The Python API: xaibench.run runs what `xaibench run` runs; xaibench.load_run reads a run folder back."""
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
@@ -56,3 +57,30 @@ def test_the_manifest_records_every_version_that_changes_a_result(tmp_path, tiny
     for name in ("torch", "timm", "numpy", "scipy", "pandas", "captum", "medmnist", "grad-cam", "zennit"):
         assert versions[name] == metadata.version(name)
     assert {"cuda", "cudnn", "python", "os"} <= set(versions) and versions["python"] and versions["os"]
+
+
+def test_stdout_holds_the_table_alone_and_the_log_goes_to_stderr_and_run_log(tmp_path, tiny_config, run_cli, capsys):
+    out = tmp_path / "out"
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--methods", "random", "--no-figures", "--log-level",
+                   "INFO") == 0
+    printed = capsys.readouterr()
+    assert printed.out == (out / "table2.md").read_text() + "\n"  # `xaibench run > table.md`
+    assert "score synthetic/seed0/random/srg: done" in printed.err
+    log = (out / "run.log").read_text()
+    assert "score synthetic/seed0/random/srg: done" in log and "INFO xaibench.run" in log
+    assert "run.log" in json.loads((out / "manifest.json").read_text())["files"]
+    # a second run into the folder keeps one run.log, this run's (every line cached now)
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--methods", "random", "--no-figures", "-v") == 0
+    assert "score synthetic/seed0/random/srg: cached" in (out / "run.log").read_text()
+
+
+def test_the_log_level_flags(tmp_path, tiny_config, run_cli, capsys):
+    from xaibench.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--log-level", "LOUD"])
+    assert stop.value.code == 2 and "DEBUG" in capsys.readouterr().err
+    assert run_cli(tiny_config, tmp_path / "out", tmp_path / "cache", "--methods", "random", "--no-figures",
+                   "--log-level", "WARNING") == 0
+    assert "score synthetic/seed0/random/srg" not in capsys.readouterr().err  # below the threshold: not shown
+    assert "score synthetic/seed0/random/srg" in (tmp_path / "out" / "run.log").read_text()  # but kept

@@ -56,6 +56,7 @@ def expect_error(capsys, argv: list[str], out: Path, *names: str, code: int = 2)
     if lines and lines[0].startswith("usage:"):  # argparse: its usage block, then one error line
         assert all(line.startswith(" ") for line in lines[1:-1]), err
         lines = lines[-1:]
+    lines = [line for line in lines if "error:" in line]  # the log's unit lines go to stderr too
     assert len(lines) == 1, err
     line = lines[0]
     assert line.startswith("xaibench") and "error:" in line, line

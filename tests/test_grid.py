@@ -185,7 +185,7 @@ def test_xaibench_train_under_torchrun_trains_with_ddp_and_rank0_writes_table1(t
                            "16", "--config", str(config), "--cache", str(tmp_path / "cache"), "--out",
                            str(tmp_path / "out"), "--quiet"], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("Table 1 written") == 1  # rank 0 alone reports
+    assert done.stderr.count("Table 1 written") == 1  # rank 0 alone reports
     from xaibench.training.checkpoints import read_checkpoint
 
     checkpoints = sorted((tmp_path / "cache").rglob("ofa-*.safetensors"))

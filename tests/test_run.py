@@ -101,17 +101,17 @@ def _units(cache: Path) -> dict[Path, int]:
 def test_killed_run_resumes_to_the_same_table(tmp_path, tiny_config):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "xaibench.cli", "run", "--config", str(tiny_config), "--size", "16",
-               "--n-test", "24", "--curve-points", "all"]
+               "--n-test", "24", "--curve-points", "all", "--quiet"]
 
     def start(name: str) -> subprocess.Popen:
         return subprocess.Popen(command + ["--out", str(tmp_path / name), "--cache", str(tmp_path / f"cache-{name}")],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     reference = start("reference")
     assert reference.wait(timeout=300) == 0
 
     killed = start("killed")
-    for line in killed.stdout:  # progress bars go to stderr; one line per finished unit to stdout
+    for line in killed.stderr:  # the log, one line per finished unit, goes to stderr (--quiet: no bars)
         if line.startswith("score synthetic/seed0/ofa/rsrg: done"):
             killed.send_signal(signal.SIGKILL)
             break
@@ -126,8 +126,9 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, tiny_config):
     assert resumed.returncode == 0, resumed.stderr
     for unit in ("train synthetic/seed0/ofa", "explain synthetic/seed0/ofa", "score synthetic/seed0/ofa/srg",
                  "score synthetic/seed0/ofa/rsrg"):
-        assert f"{unit}: cached" in resumed.stdout
-    assert "explain synthetic/seed0/attn: done" in resumed.stdout
+        assert f"{unit}: cached" in resumed.stderr  # the log goes to stderr, the table alone to stdout
+    assert "explain synthetic/seed0/attn: done" in resumed.stderr
+    assert resumed.stdout.lstrip().startswith("| Method |")
     after = _units(tmp_path / "cache-killed")
     assert all(after[path] == mtime for path, mtime in finished.items())  # not recomputed, not rewritten
     assert len(after) > len(finished)
@@ -183,7 +184,7 @@ def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, t
     out = tmp_path / "keep"
     assert run_cli(tiny_config, out, cache, *extra, "--keep-going") == 1
     captured = capsys.readouterr()
-    assert "explain synthetic/seed0/test.nan: FAILED: ExplainerOutputError" in captured.out
+    assert "explain synthetic/seed0/test.nan: FAILED: ExplainerOutputError" in captured.err
     assert "1 unit(s) failed" in captured.err and "explain synthetic/seed0/test.nan" in captured.err
     assert "explain synthetic/seed0/ofa: done" in captured.out
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
@@ -363,7 +364,7 @@ def test_a_plugin_model_trains_and_is_explained_with_no_engine_edit(tmp_path, ti
     assert main(["run", "--model", "test.patchnet", "--methods", "grad,random,attn", "--plugins", str(plugin),
                  "--config", str(tiny_config), "--size", "16", "--set", "model_options={\"width\": 4}",
                  "--out", str(out), "--cache", str(cache), "--quiet", "--no-figures"]) == 0
-    assert "train synthetic/seed0/test.patchnet: cached" in capsys.readouterr().out
+    assert "train synthetic/seed0/test.patchnet: cached" in capsys.readouterr().err
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
     assert table.loc["Attn"].tolist() == ["n/a", "n/a"]  # attention maps need a ViT: n/a, not a failure
     assert all(float(without_ci(cell)) == float(without_ci(cell))

@@ -244,7 +244,7 @@ def test_a_tiny_run_writes_truth_gates_and_sanity(tmp_path, tiny_config):
     assert 0 <= game["background_share"] <= 1
     # a tiny network trained for 6 steps fails the accuracy gate: the run says so, in the log and the tables
     assert not gates.set_index("gate").loc["accuracy", "holds"]
-    assert "gate accuracy fails" in done.stdout and "gate accuracy fails" in table2
+    assert "gate accuracy fails" in done.stderr and "gate accuracy fails" in table2
     sanity = pd.read_csv(out / "sanity.csv")
     random_rows = sanity[sanity["method"] == "random"]
     assert len(random_rows) and np.allclose(random_rows["spearman"], 1.0)  # its maps ignore the model

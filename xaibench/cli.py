@@ -18,6 +18,7 @@ from xaibench.argtypes import (
 )
 from xaibench.defaults import PRESETS
 from xaibench.errors import XaibenchError
+from xaibench.logs import LEVELS
 from xaibench.registry import DATASETS, METHODS, METRICS, MODELS, UnknownNameError
 from xaibench.version import __version__
 
@@ -71,6 +72,10 @@ def _execution(args: argparse.Namespace):
     return execution
 
 
+def _log_level(args: argparse.Namespace) -> str | None:
+    return args.log_level or ("DEBUG" if args.verbose else None)
+
+
 def _load_plugins(args: argparse.Namespace) -> None:
     """First of all: plugins may add methods, metrics, datasets or models named by the other options."""
     if getattr(args, "plugins", None):
@@ -101,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xaibench.training import distributed
 
     _load_plugins(args)
-    setup_logging(args.quiet or distributed.rank() != 0)  # under torchrun rank 0 alone logs and reports
+    setup_logging(args.quiet or distributed.rank() != 0, _log_level(args))  # under torchrun rank 0 alone logs
     config = read_config(args.config)
     if args.preset:  # the preset's [train] and [data] under the file's; its size unless --size is given
         base = preset_config(args.preset)
@@ -119,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
     if not args.dry_run and distributed.rank() == 0 and (out / "table1.md").exists():
-        print(f"Table 1 written to {out}/table1.{{csv,tex,md}}")
+        print(f"Table 1 written to {out}/table1.{{csv,tex,md}}", file=sys.stderr)
         print((out / "table1.md").read_text())
     return _report_failures(result)
 
@@ -140,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     _load_plugins(args)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, _log_level(args))
     out = Path(args.out)
     request = RunRequest.build(read_config(args.config), _run_flags(args), parse_overrides(args.set), args.preset,
                                out=out, device=args.device, root=args.data_root,
@@ -156,10 +161,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     if (out / "table2.md").exists():
-        print(f"\nTable 2 (SRG, R-SRG x100) in {out}/table2.{{csv,tex,md}}:")
-        print((out / "table2.md").read_text())
+        print(f"\nTable 2 (SRG, R-SRG x100) in {out}/table2.{{csv,tex,md}}:", file=sys.stderr)
+        print((out / "table2.md").read_text())  # stdout holds the table alone: `xaibench run > table.md`
     print(f"{result.n_units} units ({result.n_cached} cached), {time.perf_counter() - started:.0f} s; "
-          f"results in {out}/ (manifest.json lists every file)")
+          f"results in {out}/ (manifest.json lists every file, run.log the log)", file=sys.stderr)
     return _report_failures(result)
 
 
@@ -183,7 +188,10 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
                              "(exit code 1 at the end)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (every unit, cached or to do) and exit; nothing is trained or written")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars and no training log")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no training log")
+    parser.add_argument("-v", "--verbose", action="store_true", help="every log line (--log-level DEBUG)")
+    parser.add_argument("--log-level", choices=LEVELS, help="the log's threshold (default INFO); the log goes to "
+                                                           "stderr, and `run` keeps a copy as run.log in --out")
     where = parser.add_argument_group("where units run (the results do not depend on it at equal --threads)")
     where.add_argument("--backend", default="serial", choices=["serial", "loky", "dask", "ray"],
                       help="serial: one unit after another in this process (default); loky: --jobs local worker "

@@ -243,12 +243,29 @@ def run_benchmark(request: RunRequest) -> RunResult:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
     _probe(r, setup, ctx, plan)
-    with claim_out(out):
+    with claim_out(out), _run_log() as log:
         outcomes = _executed(plan, ctx, r.keep_going, r.execution)
         with staged(out) as stage:  # every file, or none: a failure here leaves --out as it was
-            result = _benchmark_outputs(r, plan, outcomes, ctx, stage, started)
+            result = _benchmark_outputs(r, plan, outcomes, ctx, stage, started, log)
             result.files, result.out = publish(stage, out, result.files), out
         return result
+
+
+@contextlib.contextmanager
+def _run_log():
+    """The run's log lines, kept in a temporary file until the outputs are published as run.log."""
+    import os
+    import tempfile
+
+    from xaibench.logs import captured_log
+
+    handle, name = tempfile.mkstemp(prefix="xaibench-run-", suffix=".log")
+    os.close(handle)
+    try:
+        with captured_log(Path(name)) as path:
+            yield path
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _probe(request: RunRequest, setup, ctx: Context, plan: Plan) -> None:
@@ -269,7 +286,7 @@ def _probe(request: RunRequest, setup, ctx: Context, plan: Plan) -> None:
 
 
 def _benchmark_outputs(request: RunRequest, plan: Plan, outcomes: dict, ctx: Context, out: Path,
-                       started: float) -> RunResult:
+                       started: float, log: Path | None = None) -> RunResult:
     """Collect the outcomes and write Table 2, the side tables, figures, maps and the manifest into `out`."""
     r, options = request, request.options
     frames = collect(plan, outcomes, ctx, options.n_figure_images if options.figures else 0)
@@ -291,6 +308,9 @@ def _benchmark_outputs(request: RunRequest, plan: Plan, outcomes: dict, ctx: Con
         "n_units": len(plan), "n_cached": result.n_cached, "failures": frames.failures,
         "skipped": result.skipped, "not_applicable": {f"{d}/{m}": why for (d, m), why in frames.unavailable.items()},
         "execution": asdict(r.execution), "wall_seconds": round(result.seconds, 1)})
+    if log is not None:  # the log so far (what follows, the report's own lines, stays on the screen)
+        shutil.copyfile(log, out / "run.log")
+        files.append(out / "run.log")
     result.files = files + [write_manifest(out, record, files)]
     return result
 
