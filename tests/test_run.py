@@ -186,7 +186,7 @@ def test_keep_going_reports_the_failing_unit_and_finishes_the_others(tmp_path, t
     captured = capsys.readouterr()
     assert "explain synthetic/seed0/test.nan: FAILED: ExplainerOutputError" in captured.err
     assert "1 unit(s) failed" in captured.err and "explain synthetic/seed0/test.nan" in captured.err
-    assert "explain synthetic/seed0/ofa: done" in captured.out
+    assert "explain synthetic/seed0/ofa: done" in captured.err
     table = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
     assert list(table.index) == ["OFA", "test.nan", "Grad"]
     assert table.loc["test.nan"].tolist() == ["n/a", "n/a"]
