@@ -15,7 +15,7 @@ from xaibench.engine.scope import Scope, key_options
 from xaibench.engine.truth import N_SLOTS
 from xaibench.engine.units import Outcome, Unit, UnitKind, register_kind
 from xaibench.faults import event
-from xaibench.metrics import create_metric
+from xaibench.metrics import GameTruth, create_metric
 from xaibench.training import DataSpec
 
 
@@ -69,8 +69,6 @@ def curve_rows(p: ScoreParams, scored: dict[str, Any]) -> list[dict[str, Any]]:
 def _ground_truth(p: ScoreParams, batch, model, deps: dict[str, Any]):
     """The annotated patches, or the model's object truth, where the metric reads one."""
     if p.needs_object_truth:
-        from xaibench.metrics import GameTruth
-
         truth = deps["truth"]
         return GameTruth(truth["players"], truth["game_shapley"], N_SLOTS, truth["patches"], truth["shapley"])
     return batch.dataset.patch_masks(model.patch_size, batch.indices) if p.needs_truth else None
