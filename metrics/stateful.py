@@ -8,7 +8,7 @@ by it: a deletion column bolds its lowest cell).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -21,6 +21,12 @@ from .result import MetricResult
 from .rsrg import rsrg
 
 
+# explain_fn(inputs [b, C, H, W], targets long [b], randomized=False) -> attributions [b, n]: the method under test
+# run again (on perturbed inputs, other targets); randomized=True explains with the fully randomized copy of the
+# network (every stage re-initialised, as at the end of the MPRT cascade). The runner counts its cost.
+ExplainFn = Callable[..., torch.Tensor]
+
+
 class Metric:
     """Base class: `update` (or calling the metric) scores a batch and keeps its per-image scores;
     `compute` gives the mean of each score over all images seen (NaN-skipping), `per_image` the scores
@@ -28,7 +34,12 @@ class Metric:
     """
 
     higher_is_better: ClassVar[bool] = True  # of the main score
+    # the family the metric belongs to: faithfulness, robustness, localisation, complexity, randomisation, truth;
+    # `--metrics faithfulness.*` picks a family
+    group: ClassVar[str] = "faithfulness"
     needs_ground_truth: ClassVar[bool] = False
+    # re-runs the explainer (robustness, randomisation): the call then needs explain_fn (see ExplainFn)
+    needs_explainer: ClassVar[bool] = False
     is_differentiable: ClassVar[bool] = False
     main_score: ClassVar[str] = ""
     # every score the metric can give; empty = only main_score
@@ -42,15 +53,22 @@ class Metric:
     def evaluate(self, forward_fn: ForwardFn | None, inputs: torch.Tensor, attributions: torch.Tensor,
                  targets: torch.Tensor, ground_truth: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> MetricResult:
-        """Score one batch without touching the state."""
+        """Score one batch without touching the state. A metric with needs_explainer takes explain_fn as well:
+        evaluate(..., ground_truth, generator, explain_fn)."""
         raise NotImplementedError
 
     def update(self, forward_fn: ForwardFn | None, inputs: torch.Tensor, attributions: torch.Tensor,
                targets: torch.Tensor, ground_truth: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> MetricResult:
+               generator: torch.Generator | None = None, explain_fn: "ExplainFn | None" = None) -> MetricResult:
         if self.needs_ground_truth and ground_truth is None:
             raise ValueError(f"metric {self.main_score!r} needs a ground-truth patch mask [B, n]")
-        output = self.evaluate(forward_fn, inputs, attributions, targets, ground_truth, generator)
+        if self.needs_explainer:
+            if explain_fn is None:
+                raise ValueError(f"metric {self.main_score!r} re-runs the explainer: give explain_fn(inputs, "
+                                 f"targets, randomized=False) -> attributions [b, n]")
+            output = self.evaluate(forward_fn, inputs, attributions, targets, ground_truth, generator, explain_fn)
+        else:
+            output = self.evaluate(forward_fn, inputs, attributions, targets, ground_truth, generator)
         for name, values in output.scores.items():
             self._scores.setdefault(name, []).append(values.detach())
         return output
@@ -156,6 +174,7 @@ class Plausibility(Metric):
     annotation, not faithfulness to the model (needs ground truth; NaN for a one-class mask)."""
 
     main_score = "plausibility"
+    group = "localisation"
     needs_ground_truth = True
 
     def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:

@@ -193,6 +193,7 @@ class TruthAgreement(Metric):
     and background regions): rank, weighted tau, top-1, bottom-1 and sign, and the object-only rank and sign
     (needs a dataset that re-renders its objects, e.g. `objects`)."""
 
+    group = "truth"
     main_score = "truth_wtau"  # the measure the tables lead with (docs/truth.md)
     score_names = TRUTH_SCORES
     directions: ClassVar[dict[str, bool]] = {name: True for name in TRUTH_SCORES}
