@@ -20,7 +20,6 @@ from .plausibility import plausibility_auroc
 from .result import MetricResult
 from .rsrg import rsrg
 
-
 # explain_fn(inputs [b, C, H, W], targets long [b], randomized=False) -> attributions [b, n]: the method under test
 # run again (on perturbed inputs, other targets); randomized=True explains with the fully randomized copy of the
 # network (every stage re-initialised, as at the end of the MPRT cascade). The runner counts its cost.

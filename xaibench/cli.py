@@ -36,6 +36,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         from xaibench.plugins import load_plugins
 
         load_plugins(args.plugins)
+    from xaibench.metrics.catalog import metric_group
+
     kinds = [args.kind] if args.kind else list(REGISTRIES)
     for kind in kinds:
         registry = REGISTRIES[kind]
@@ -43,7 +45,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{kind} ({len(names)}):")
         width = max((len(n) for n in names), default=0)
         for name in names:
-            print(f"  {name:<{width}}  {_first_doc_line(registry.get(name))}")
+            family = f"[{metric_group(name)}] " if kind == "metrics" else ""
+            print(f"  {name:<{width}}  {family}{_first_doc_line(registry.get(name))}")
     return 0
 
 
@@ -130,7 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _run_flags(args: argparse.Namespace) -> dict:
-    return {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "size": args.size,
+    return {"methods": args.methods, "metrics": args.metrics, "datasets": args.datasets, "seeds": args.seeds,
+            "size": args.size,
             "n_test": args.n_test, "curve_points": args.curve_points, "target": args.target, "model": args.model,
             "checkpoint": args.checkpoint, "figures": False if args.no_figures else None}
 
@@ -276,6 +280,9 @@ def _add_run(sub) -> None:
         return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
     p_run.add_argument("--methods", help=f"comma-separated explainer names or globs (default {listed('methods')})")
+    p_run.add_argument("--metrics", help=f"comma-separated metric names, globs, families (faithfulness.*, robustness, "
+                                         f"localisation, complexity, randomisation, truth) or all; `xaibench list "
+                                         f"metrics` shows each one's family (default {listed('metrics')})")
     p_run.add_argument("--datasets", help=f"comma-separated names, 'all', or path:DIR (default {listed('datasets')})")
     p_run.add_argument("--size", type=int, help=f"image side in pixels (default {listed('size')})")
     p_run.add_argument("--seeds", type=comma_ints, help=f"comma-separated seeds (default {listed('seeds')})")

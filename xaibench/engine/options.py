@@ -12,6 +12,7 @@ from typing import Any
 from xaibench.data import resolve_datasets
 from xaibench.defaults import ALL_IMAGES, DATASET_TRAIN, PRESETS
 from xaibench.errors import XaibenchError
+from xaibench.metrics.catalog import resolve_metrics
 from xaibench.registry import METHODS, METRICS, MODELS
 from xaibench.training import DataSpec, TrainConfig
 
@@ -94,7 +95,7 @@ class RunOptions:
         values = {**cls.defaults(), **values}
         values["methods"] = METHODS.resolve(values["methods"])
         values["datasets"] = resolve_datasets(values["datasets"])
-        values["metrics"] = METRICS.resolve(values["metrics"])
+        values["metrics"] = resolve_metrics(values["metrics"])
         if not str(values["model"]).startswith(WRAPPED_PREFIXES):
             values["model"] = MODELS.resolve([values["model"]])[0]
         values["seeds"] = _seeds(values["seeds"])
