@@ -46,6 +46,7 @@ from xaibench.engine import (
     write_run_outputs,
     write_table1,
 )
+from xaibench.engine.report_metrics import wants_metric_outputs, write_metric_outputs
 from xaibench.errors import XaibenchError
 from xaibench.tables import gate_warnings
 from xaibench.training import distributed, train_model
@@ -246,7 +247,7 @@ def run_benchmark(request: RunRequest) -> RunResult:
     with claim_out(out), _run_log() as log:
         outcomes = _executed(plan, ctx, r.keep_going, r.execution)
         with staged(out) as stage:  # every file, or none: a failure here leaves --out as it was
-            result = _benchmark_outputs(r, plan, outcomes, ctx, stage, started, log)
+            result = _benchmark_outputs(r, plan, outcomes, ctx, stage, started, log, setup)
             result.files, result.out = publish(stage, out, result.files), out
         return result
 
@@ -286,13 +287,16 @@ def _probe(request: RunRequest, setup, ctx: Context, plan: Plan) -> None:
 
 
 def _benchmark_outputs(request: RunRequest, plan: Plan, outcomes: dict, ctx: Context, out: Path,
-                       started: float, log: Path | None = None) -> RunResult:
+                       started: float, log: Path | None = None, setup=None) -> RunResult:
     """Collect the outcomes and write Table 2, the side tables, figures, maps and the manifest into `out`."""
     r, options = request, request.options
     frames = collect(plan, outcomes, ctx, options.n_figure_images if options.figures else 0)
     for warning in gate_warnings(frames.gates):  # the tables' captions and notes say it too
         logger.warning(warning)
     files = write_run_outputs(out, frames, options.methods, options.datasets)
+    if setup is not None and wants_metric_outputs(options.metrics):
+        files += write_metric_outputs(out, frames, options.methods, options.datasets, options.metrics, setup,
+                                      figures=options.figures)
     files += _optional_outputs(out, frames, options, r.keep_going, r.save_maps)
     if len(frames.table1):
         files += write_table1(out, frames, r.config, r.device)

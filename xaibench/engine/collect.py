@@ -14,7 +14,7 @@ from xaibench.engine.units import UNIT_KINDS, Outcome, Unit
 
 SCORE_COLUMNS = ["dataset", "seed", "method", "image", "label", "target", "metric", "value"]
 #: the tables the report knows; rows a kind adds under any other name land in Frames.extra
-TABLES = ("scores", "costs", "curves", "table1", "gates", "game", "sanity")
+TABLES = ("scores", "costs", "curves", "table1", "gates", "game", "sanity", "metric_costs")
 
 
 @dataclass
@@ -32,6 +32,8 @@ class Frames:
     gates: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset and seed, engine/truth.py's gates
     sanity: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset, seed, method and stage
     game: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset and seed: the game's measured shares
+    # per dataset, seed, method and metric: what scoring cost (ms, forward inputs, re-explained images per image)
+    metric_costs: pd.DataFrame = field(default_factory=pd.DataFrame)
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # rows of kinds the report does not know
 
 
@@ -93,7 +95,7 @@ class Collector:
         frames.costs, frames.curves = pd.DataFrame(rows.get("costs", [])), pd.DataFrame(rows.get("curves", []))
         frames.table1 = pd.DataFrame(rows.get("table1", []))
         frames.gates, frames.sanity = pd.DataFrame(rows.get("gates", [])), pd.DataFrame(rows.get("sanity", []))
-        frames.game = pd.DataFrame(rows.get("game", []))
+        frames.game, frames.metric_costs = pd.DataFrame(rows.get("game", [])), pd.DataFrame(rows.get("metric_costs", []))
         frames.extra = {name: pd.DataFrame(table) for name, table in rows.items() if name not in TABLES}
         return frames
 

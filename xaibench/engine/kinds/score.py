@@ -16,6 +16,7 @@ from xaibench.engine.truth import N_SLOTS
 from xaibench.engine.units import Outcome, Unit, UnitKind, register_kind
 from xaibench.faults import event
 from xaibench.metrics import GameTruth, create_metric
+from xaibench.metrics.catalog import needs_explainer
 from xaibench.training import DataSpec
 
 
@@ -84,7 +85,8 @@ class ScoreKind(UnitKind):
     def plan(self, scope: Scope):
         if scope.level not in ("method", "network_end"):
             return
-        metrics, truth = scope.setup.metrics_for(scope.options, scope.dataset), scope.units.get("truth")
+        metrics = [m for m in scope.setup.metrics_for(scope.options, scope.dataset) if not needs_explainer(m)]
+        truth = scope.units.get("truth")
         if scope.level == "method":
             for metric in metrics:
                 scope.add(None, score_unit(scope, scope.units["explanation"], metric, truth))
@@ -138,3 +140,12 @@ class ScoreKind(UnitKind):
         targets = collector.payload(unit, "explanation")["targets"]
         collector.add("scores", score_rows(p, batch.indices, batch.labels.cpu(), targets, fresh))
         collector.add("curves", curve_rows(p, scored))
+        collector.add("metric_costs", [metric_cost_row(p, scored, len(batch.indices))])
+
+
+def metric_cost_row(p: ScoreParams, scored: dict[str, Any], n_images: int) -> dict[str, Any]:
+    """What one metric cost on one method's images: ms, forward inputs and re-explained images per image."""
+    n = max(n_images, 1)
+    return {"dataset": p.dataset, "seed": p.seed, "method": p.method, "metric": p.metric,
+            "ms_per_image": 1000 * scored.get("seconds", 0.0) / n, "forward_per_image": scored.get("n_forward", 0) / n,
+            "explained_per_image": scored.get("n_explained", 0) / n}
