@@ -18,7 +18,7 @@ CONSTRAINTS = REPO / "constraints" / "ci.txt"
 FIRST_PARTY = {"xaibench", "methods", "metrics"}
 # The optional extras CI installs, so that the methods behind them are tested (dask is in the test extra;
 # ray is not installed by CI: a 80 MB wheel whose local start alone takes half a minute).
-CI_EXTRAS = ("lrp", "cam")
+CI_EXTRAS = ("lrp", "cam", "peers")
 # Declared but never imported by the package, and why each is needed all the same.
 NOT_IMPORTED = {"jinja2": "pandas' DataFrame.to_latex (Styler) needs it to write the LaTeX tables"}
 
