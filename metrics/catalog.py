@@ -65,3 +65,30 @@ def resolve_metrics(names: str | Iterable[str]) -> list[str]:
         raise UnknownNameError(f"no metric given; valid names: {', '.join(METRICS.names())}; families: "
                                f"{', '.join(f'{g}.*' for g in groups)}; or all")
     return out
+
+
+def score_metric(score: str) -> type[Metric] | None:
+    """The registered Metric class that gives `score` (None for a score no Metric class gives)."""
+    for name in METRICS.names():
+        cls = METRICS.get(name)
+        if isinstance(cls, type) and issubclass(cls, Metric) and score in cls.scores_given():
+            return cls
+    return None
+
+
+def nan_reason(score: str) -> str:
+    """Why an image's `score` can be NaN, as its metric states it (`nan_reason`), or a pointer to the docs."""
+    cls = score_metric(score)
+    return getattr(cls, "nan_reason", "") or "the score is undefined there (docs/metrics.md says when)"
+
+
+def main_scores(metrics: Iterable[str]) -> dict[str, bool]:
+    """The main score of each metric (a metric class may name several in `table_scores`) -> higher is better."""
+    out: dict[str, bool] = {}
+    for name in metrics:
+        cls = METRICS.get(name)
+        if not (isinstance(cls, type) and issubclass(cls, Metric)):
+            continue
+        for score in getattr(cls, "table_scores", ()) or (cls.main_score,):
+            out[score] = cls.is_higher_better(score)
+    return out
