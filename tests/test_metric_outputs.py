@@ -141,3 +141,35 @@ def test_reexplain_needs_explain_fn():
     x = torch.zeros(2, 1, 4, 4)
     with pytest.raises(ValueError, match="explain_fn"):
         metric(None, x, torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_an_objects_run_judges_its_metrics_by_the_truth(tiny_config, tmp_path, run_cli):
+    out = tmp_path / "out"
+    assert run_cli(tiny_config, out, tmp_path / "cache", "--datasets", "objects", "--methods", "ofa,grad,random",
+                   "--metrics", "srg,deletion,truth", "--set", "data.objects.n_samples=48",
+                   "--set", "run.meta_perturbations=1", "--set", "run.meta_images=4") == 0
+    validity = pd.read_csv(out / "metric_validity.csv")
+    assert set(validity["metric"]) == {"srg", "deletion"} and set(validity["seed"].astype(str)) == {"0", "all"}
+    assert validity["tau"].between(-1, 1).all() and (validity["n_methods"] == 3).all()
+    assert {"noise_resilience", "adversary_reactivity", "shift_minor", "alpha"} <= set(validity.columns)
+    meta = pd.read_csv(out / "meta.csv")
+    assert set(meta["perturbation"]) == {"none", "minor", "disruptive"}
+    assert (out / "figures" / "metric_validity.png").exists() and (out / "figures" / "metric_agreement.png").exists()
+    agreement = pd.read_csv(out / "metric_agreement.csv", index_col=0)
+    assert agreement.loc["srg", "srg"] == pytest.approx(1.0)
+
+
+def test_meta_properties_reward_a_ranking_that_survives_noise_and_breaks_under_destruction():
+    from xaibench.tables.validity import meta_properties
+
+    rows = []
+    for method, base in zip("abc", (3.0, 2.0, 1.0)):
+        rows.append(("none", 0, base))
+        rows.append(("minor", 1, base + 0.01))  # the order kept
+        rows.append(("disruptive", 1, 4.0 - base))  # the order reversed
+    meta = pd.DataFrame([{"dataset": "objects", "seed": 0, "method": m, "metric": "srg", "perturbation": p, "k": k,
+                          "value": v} for m, chunk in zip("abc", zip(*[iter(rows)] * 3)) for p, k, v in chunk])
+    table = meta_properties(meta, {"srg": True}).set_index("seed")
+    assert table.loc[0, "noise_resilience"] == pytest.approx(1.0)
+    assert table.loc[0, "adversary_reactivity"] == pytest.approx(2.0)  # 1 - tau, tau = -1
+    assert table.loc[0, "shift_minor"] == pytest.approx(0.005)

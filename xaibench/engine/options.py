@@ -77,6 +77,11 @@ class RunOptions:
     checkpoint: str | None = None  # a classifier's weights file: it is explained and scored as it is, not trained
     sanity_images: int = 16  # images of each method's cascading model-randomization check (0 = none)
     sanity_data: bool = False  # also the data randomization test: the network trained again on permuted labels
+    # MetaQuantus' noise resilience and adversary reactivity of every metric (kinds/meta.py): this many draws of
+    # the minor and of the disruptive Gaussian noise (std meta_noise) on meta_images images (0 = not measured)
+    meta_perturbations: int = 0
+    meta_images: int = 16
+    meta_noise: list[float] = field(default_factory=lambda: [0.02, 1.0])
     # players of the background in the model's whole game (objects set): tiles of a coarse grid of the patches
     background_regions: int = 2
 
@@ -128,7 +133,13 @@ def _check_values(values: dict[str, Any]) -> None:
     if isinstance(values["curve_points"], int) and values["curve_points"] < 2:
         raise XaibenchError(f"curve_points must be >= 2 (a curve needs k = 0 and k = n) or 'all', got "
                             f"{values['curve_points']}")
-    for name in ("n_figure_images", "sanity_images"):
+    noise = values["meta_noise"]
+    if not (isinstance(noise, (list, tuple)) and len(noise) == 2 and all(isinstance(v, (int, float)) and v > 0
+                                                                         for v in noise)):
+        raise XaibenchError(f"run option meta_noise must be [minor, disruptive] noise stds > 0, got {noise!r}")
+    if not isinstance(values["meta_images"], int) or values["meta_images"] < 1:
+        raise XaibenchError(f"run option meta_images must be an integer >= 1, got {values['meta_images']!r}")
+    for name in ("n_figure_images", "sanity_images", "meta_perturbations"):
         if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 0:
             raise XaibenchError(f"run option {name} must be an integer >= 0, got {values[name]!r}")
     if not isinstance(values["sanity_data"], bool):

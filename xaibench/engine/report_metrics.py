@@ -15,7 +15,7 @@ from xaibench.metrics.catalog import main_scores, metric_group
 from xaibench.registry import METRICS
 from xaibench.tables.formats import flat_markdown, to_markdown, write_table
 from xaibench.tables.metric_tables import bold_best_markdown, metric_cost_table, metrics_table
-from xaibench.tables.validity import JUDGE, metric_agreement, metric_validity
+from xaibench.tables.validity import JUDGE, meta_properties, metric_agreement, metric_validity
 
 TABLE2_DEFAULT = ("srg", "rsrg", "plausibility", "truth")  # the default run's metrics: their tables are Table 2's
 
@@ -64,6 +64,13 @@ def write_metric_outputs(out: Path, frames, methods: Sequence[str], datasets: Se
     if not len(validity):
         return files
     validity.insert(3, "group", [_score_group(score) for score in validity["metric"]])
+    meta = frames.extra.get("meta")
+    if meta is not None and len(meta):
+        properties = meta_properties(meta, judged)
+        if len(properties):
+            validity["seed"] = validity["seed"].astype(str)
+            properties["seed"] = properties["seed"].astype(str)
+            validity = validity.merge(properties, on=["dataset", "seed", "metric"], how="left")
     files.append(atomic_write_text(out / "metric_validity.csv", validity.to_csv(index=False, float_format="%.6g")))
     files.append(atomic_write_text(out / "metric_validity.md", flat_markdown(validity, "{:.3f}")))
     agreement = metric_agreement(scores, {**judged, JUDGE: True}, methods)

@@ -106,3 +106,38 @@ def metric_agreement(scores: pd.DataFrame, directions: Mapping[str, bool], metho
     present = [m for m in directions if m in means.columns]
     signed = means[present] * pd.Series({m: 1.0 if directions[m] else -1.0 for m in present})
     return signed.corr(method="spearman", min_periods=3)
+
+
+def meta_properties(meta: pd.DataFrame, directions: Mapping[str, bool]) -> pd.DataFrame:
+    """MetaQuantus' two properties per dataset, seed and metric score, from the meta units' rows (dataset, seed,
+    method, metric, perturbation none|minor|disruptive, k, value = mean over the images):
+    noise_resilience = the mean over the minor draws of Kendall's tau between the methods' ranking on the images and
+    on the slightly noised images (1 = the ranking survives), adversary_reactivity = 1 - the same tau under the
+    disruptive noise (a tau that is undefined because every method scores alike counts as 0); shift_minor and
+    shift_disruptive = the methods' mean |score change| over the spread (max - min) of their scores on the images.
+    Seed 'all' is the mean over seeds."""
+    rows = []
+    for (dataset, seed, metric), frame in meta[meta["metric"].isin(list(directions))].groupby(
+            ["dataset", "seed", "metric"], sort=False):
+        wide = frame.pivot_table(index=["perturbation", "k"], columns="method", values="value")
+        if ("none", 0) not in wide.index or wide.shape[1] < 3:
+            continue
+        base = wide.loc[("none", 0)].to_numpy(dtype=float)
+        spread = np.nanmax(base) - np.nanmin(base)
+        entry = {"dataset": dataset, "seed": seed, "metric": metric}
+        for perturbation in ("minor", "disruptive"):
+            if perturbation not in wide.index.get_level_values(0):
+                continue
+            drawn = wide.loc[perturbation].to_numpy(dtype=float)
+            taus = np.nan_to_num(_kendall_tau_b(drawn, np.broadcast_to(base, drawn.shape)), nan=0.0)
+            shift = np.abs(drawn - base).mean() / spread if spread > 0 else np.nan
+            entry["noise_resilience" if perturbation == "minor" else "adversary_reactivity"] = (
+                taus.mean() if perturbation == "minor" else 1 - taus.mean())
+            entry[f"shift_{perturbation}"] = shift
+        rows.append(entry)
+    table = pd.DataFrame(rows)
+    if not len(table):
+        return table
+    pooled = table.drop(columns="seed").groupby(["dataset", "metric"], sort=False).mean(numeric_only=True).reset_index()
+    pooled.insert(1, "seed", ALL_SEEDS)
+    return pd.concat([table, pooled[[c for c in table.columns if c in pooled.columns]]], ignore_index=True)
