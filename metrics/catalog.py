@@ -37,8 +37,8 @@ def needs_explainer(name: str) -> bool:
 def resolve_metrics(names: str | Iterable[str]) -> list[str]:
     """'srg,faithfulness.*' (or a list) -> checked metric names in the order given, each once.
 
-    Accepted: a name, a glob over names (`truth*`), `all`, a family (`robustness`) or `family.glob`
-    (`faithfulness.*`, `localisation.relevance*`).
+    Accepted: a name, a glob over names (`truth*`), `all`, a family (`robustness`, unless a metric has that name:
+    `complexity` is the metric, `complexity.*` the family) or `family.glob` (`faithfulness.*`, `localisation.rel*`).
     """
     tokens = [t.strip() for t in (names.split(",") if isinstance(names, str) else names)]
     groups, out = metric_groups(), []
@@ -46,7 +46,7 @@ def resolve_metrics(names: str | Iterable[str]) -> list[str]:
         family, _, pattern = token.partition(".")
         if token == "all":
             picked = METRICS.names()
-        elif token in groups:
+        elif token in groups and token not in METRICS:  # a metric's own name wins: `complexity` is one metric
             picked = groups[token]
         elif pattern and family in groups:
             picked = [n for n in groups[family] if fnmatch.fnmatchcase(n, pattern)]

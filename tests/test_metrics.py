@@ -328,7 +328,7 @@ def test_each_score_says_which_way_is_better():
     for score in ("srg", "mrg", "lrg", "insertion", "rsrg", "plausibility"):
         assert score_higher_is_better(score) is True
     assert SRG.is_higher_better("deletion") is False and Deletion.is_higher_better("deletion") is False
-    with pytest.raises(ValueError, match="no registered metric gives the score 'speed'; scores: deletion"):
+    with pytest.raises(ValueError, match="no registered metric gives the score 'speed'; scores: .*deletion"):
         score_higher_is_better("speed")
 
 
