@@ -173,3 +173,17 @@ def test_meta_properties_reward_a_ranking_that_survives_noise_and_breaks_under_d
     assert table.loc[0, "noise_resilience"] == pytest.approx(1.0)
     assert table.loc[0, "adversary_reactivity"] == pytest.approx(2.0)  # 1 - tau, tau = -1
     assert table.loc[0, "shift_minor"] == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("steps", [2, 5, 17, None])
+def test_curve_aucs_do_not_grow_with_the_step_count(steps):
+    """Quantus 0.6.0 integrates with dx=1, so its AUC of a constant 0.5 is 7.5 at 16 points (tests/
+    test_quantus_faults.py); xaibench integrates over the removed fraction: 0.5 at every step count."""
+    from xaibench.metrics import deletion, insertion
+
+    def constant(x, keep):
+        return torch.full((x.shape[0], 2), 0.5, dtype=torch.float64)
+
+    x, a, t = torch.rand(3, 1, 4, 4), torch.rand(3, 16), torch.zeros(3, dtype=torch.long)
+    for curve in (deletion, insertion):
+        assert torch.allclose(curve(constant, x, a, t, steps=steps).auc, torch.full((3,), 0.5, dtype=torch.float64))
