@@ -184,6 +184,6 @@ def test_curve_aucs_do_not_grow_with_the_step_count(steps):
     def constant(x, keep):
         return torch.full((x.shape[0], 2), 0.5, dtype=torch.float64)
 
-    x, a, t = torch.rand(3, 1, 4, 4), torch.rand(3, 16), torch.zeros(3, dtype=torch.long)
+    x, a, t = torch.rand(3, 1, 4, 4, dtype=torch.float64), torch.rand(3, 16), torch.zeros(3, dtype=torch.long)
     for curve in (deletion, insertion):
         assert torch.allclose(curve(constant, x, a, t, steps=steps).auc, torch.full((3,), 0.5, dtype=torch.float64))
