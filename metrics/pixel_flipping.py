@@ -9,6 +9,7 @@ import torch
 from xaibench.sampling import descending_order, uniform
 
 from .curves import ForwardFn, Steps, check_shapes, keep_curves, ranks_of, resolve_steps, trapezoid_auc
+from .removal import with_removal
 from .result import MetricResult
 
 
@@ -19,7 +20,7 @@ def importance_ranks(attributions: torch.Tensor, generator: torch.Generator | No
 
 def srg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
         steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
-        random_baseline: bool = True, autocast: bool | None = None) -> MetricResult:
+        random_baseline: bool = True, autocast: bool | None = None, removal: str = "token") -> MetricResult:
     """Symmetric relevance gain: AUC(LIF) - AUC(MIF) per image.
 
     forward_fn(x [b, C, H, W], keep_mask bool [b, n]) -> probabilities [b, n_classes];
@@ -30,7 +31,12 @@ def srg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor,
     ordering per image, K - 2 more inputs, its curve `random` and the scores mrg, lrg (srg = mrg + lrg).
     Scores: srg, mrg, lrg, insertion = AUC(LIF), deletion = AUC(MIF) [B]; curves: mif, lif, random [B, K].
     batch_size: masked inputs per forward_fn call. autocast: None = bf16 on CUDA only.
+    removal: how a patch is removed (metrics/removal.py): "token" (default) = the model's mask token, the removal
+    it was trained with (Blücher et al.'s question of the occlusion strategy is then answered by the others);
+    "mean" | "zero" | "blur" | "road" fill the pixels and show the network the filled image (only "road" draws:
+    its noise key comes first from `generator`).
     """
+    forward_fn = with_removal(forward_fn, removal, generator=generator)
     check_shapes(inputs, attributions, targets)
     n = attributions.shape[1]
     removed = resolve_steps(steps, n, inputs.device)
@@ -57,7 +63,8 @@ def srg(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor,
 
 def _single_curve(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor,
                   most_important_first: bool, steps: Steps, batch_size: int, generator: torch.Generator | None,
-                  autocast: bool | None, name: str) -> MetricResult:
+                  autocast: bool | None, name: str, removal: str = "token") -> MetricResult:
+    forward_fn = with_removal(forward_fn, removal, generator=generator)
     check_shapes(inputs, attributions, targets)
     n = attributions.shape[1]
     removed = resolve_steps(steps, n, inputs.device)
@@ -72,15 +79,16 @@ def _single_curve(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: tor
 
 def insertion(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
               steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
-              autocast: bool | None = None) -> MetricResult:
-    """Insertion AUC: patches kept most important first; the same curve as SRG's LIF (x = fraction removed)."""
+              autocast: bool | None = None, removal: str = "token") -> MetricResult:
+    """Insertion AUC: patches kept most important first; the same curve as SRG's LIF (x = fraction removed).
+    removal: as in `srg`."""
     return _single_curve(forward_fn, inputs, attributions, targets, False, steps, batch_size, generator, autocast,
-                         "insertion")
+                         "insertion", removal)
 
 
 def deletion(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor, *,
              steps: Steps = None, batch_size: int = 256, generator: torch.Generator | None = None,
-             autocast: bool | None = None) -> MetricResult:
-    """Deletion AUC: patches removed most important first; SRG's MIF curve (lower is better)."""
+             autocast: bool | None = None, removal: str = "token") -> MetricResult:
+    """Deletion AUC: patches removed most important first; SRG's MIF curve (lower is better). removal: as in `srg`."""
     return _single_curve(forward_fn, inputs, attributions, targets, True, steps, batch_size, generator, autocast,
-                         "deletion")
+                         "deletion", removal)

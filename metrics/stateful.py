@@ -17,6 +17,7 @@ from xaibench.registry import METRICS, register_metric
 from .curves import ForwardFn, Steps
 from .pixel_flipping import deletion, insertion, srg
 from .plausibility import plausibility_auroc
+from .removal import check_removal
 from .result import MetricResult
 from .rsrg import rsrg
 
@@ -101,14 +102,19 @@ class Metric:
 
 
 class _CurveMetric(Metric):
-    def __init__(self, steps: Steps = None, batch_size: int = 256, autocast: bool | None = None) -> None:
+    """A metric of perturbation curves: steps, batch_size, autocast and removal (metrics/removal.py: "token", the
+    model's mask token, by default; "mean" | "zero" | "blur" | "road" fill the removed pixels instead)."""
+
+    def __init__(self, steps: Steps = None, batch_size: int = 256, autocast: bool | None = None,
+                 removal: str = "token") -> None:
         super().__init__()
         self.steps = steps
         self.batch_size = batch_size
         self.autocast = autocast
+        self.removal = check_removal(removal)
 
     def _options(self) -> dict[str, Any]:
-        return dict(steps=self.steps, batch_size=self.batch_size, autocast=self.autocast)
+        return dict(steps=self.steps, batch_size=self.batch_size, autocast=self.autocast, removal=self.removal)
 
 
 @register_metric("srg")
@@ -120,8 +126,8 @@ class SRG(_CurveMetric):
     directions = {"deletion": False}
 
     def __init__(self, steps: Steps = None, batch_size: int = 256, random_baseline: bool = True,
-                 autocast: bool | None = None) -> None:
-        super().__init__(steps, batch_size, autocast)
+                 autocast: bool | None = None, removal: str = "token") -> None:
+        super().__init__(steps, batch_size, autocast, removal)
         self.random_baseline = random_baseline
 
     def evaluate(self, forward_fn, inputs, attributions, targets, ground_truth=None, generator=None) -> MetricResult:
@@ -136,8 +142,8 @@ class RSRG(_CurveMetric):
     main_score = "rsrg"
 
     def __init__(self, n_draws: int = 4, steps: Steps = None, batch_size: int = 256, eps: float = 1e-6,
-                 autocast: bool | None = None) -> None:
-        super().__init__(steps, batch_size, autocast)
+                 autocast: bool | None = None, removal: str = "token") -> None:
+        super().__init__(steps, batch_size, autocast, removal)
         self.n_draws = n_draws
         self.eps = eps
 
