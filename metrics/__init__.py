@@ -29,7 +29,7 @@ from typing import Any
 from xaibench.registry import METRICS, list_metrics
 
 # The families beyond the curves, registered on import (docs/metrics.md lists every metric with its defaults)
-from . import complexity, faithfulness, infidelity, localisation, randomisation, robustness  # noqa: F401
+from . import complexity, curve_scores, faithfulness, infidelity, localisation, randomisation, road, robustness  # noqa: F401,E501
 from .curves import keep_curves, resolve_steps, trapezoid_auc
 from .pixel_flipping import deletion, insertion, srg
 from .plausibility import plausibility_auroc

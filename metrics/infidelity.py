@@ -12,7 +12,8 @@ import torch
 
 from xaibench.errors import XaibenchError
 from xaibench.registry import register_metric
-from xaibench.sampling import uniform
+from xaibench.sampling import GOLDEN as _GOLDEN  # noqa: F401 (re-exported)
+from xaibench.sampling import gaussian_noise, uniform
 
 from .curves import ForwardFn, check_shapes
 from .faithfulness import check_count, output_dtype, target_probabilities, with_unmasked
@@ -20,38 +21,6 @@ from .result import MetricResult
 from .stateful import Metric
 
 PERTURBATIONS = ("patch", "noise")
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64's constants as signed int64 (torch wraps int64 products)
-_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_MIX2 = 0x94D049BB133111EB - (1 << 64)
-
-
-def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def splitmix64(counter: torch.Tensor) -> torch.Tensor:
-    """splitmix64's output function (Steele, Lea & Flood 2014) of int64 counters, bit for bit (as signed int64)."""
-    z = (counter ^ _shift_right(counter, 30)) * _MIX1
-    z = (z ^ _shift_right(z, 27)) * _MIX2
-    return z ^ _shift_right(z, 31)
-
-
-def gaussian_noise(keys: torch.Tensor, n_values: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """[len(keys), n_values] standard normal of `dtype`: pair j of row r from h = splitmix64(keys[r] + (j + 1) *
-    golden), its high and low 32 bits as uniforms u1, u2 = (k + 0.5) / 2^32 through Box-Muller: values 2j and 2j + 1
-    are sqrt(-2 ln u1) * (cos, sin)(2 pi u2)."""
-    n_pairs = (n_values + 1) // 2
-    index = torch.arange(1, n_pairs + 1, dtype=torch.int64, device=keys.device)
-    bits = splitmix64(keys[:, None] + index[None, :] * _GOLDEN)
-    scale = 2.0 ** -32
-    u1 = (_shift_right(bits, 32).to(dtype) + 0.5) * scale
-    angle = ((bits & 0xFFFFFFFF).to(dtype) + 0.5) * (scale * 2.0 * math.pi)
-    radius = (-2.0 * u1.log()).sqrt()
-    pairs = torch.stack([radius * angle.cos(), radius * angle.sin()], dim=-1)
-    return pairs.reshape(len(keys), 2 * n_pairs)[:, :n_values]
-
-
 def patch_sums(pixels: torch.Tensor, grid: int) -> torch.Tensor:
     """[b, g*g]: the sum of pixels [b, C, H, W] over each patch of the g x g grid (and over the channels)."""
     b, c, h, w = pixels.shape

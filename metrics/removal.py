@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from xaibench.errors import XaibenchError
+from xaibench.sampling import GOLDEN, gaussian_noise, splitmix64
 
 from .curves import ForwardFn
 
@@ -206,21 +207,18 @@ def linear_imputation(x: torch.Tensor, kept: torch.Tensor, *, tol: float = 1e-10
 def _row_keys(base: torch.Tensor, x: torch.Tensor, keep_mask: torch.Tensor) -> torch.Tensor:
     """int64 [b]: one noise key per row from the drawn base key, the row's pixel bits and its keep mask, so a
     row's noise does not depend on its chunk, its position in the batch or the other images."""
-    from .infidelity import _GOLDEN, splitmix64  # lazily: infidelity imports faithfulness, which imports stateful
 
     bits = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[x.element_size()]
     words = x.contiguous().view(bits).reshape(x.shape[0], -1).to(torch.int64)
-    index = torch.arange(1, words.shape[1] + 1, dtype=torch.int64, device=x.device) * _GOLDEN
+    index = torch.arange(1, words.shape[1] + 1, dtype=torch.int64, device=x.device) * GOLDEN
     image_hash = splitmix64(words + index).sum(dim=1)
-    slots = torch.arange(1, keep_mask.shape[1] + 1, dtype=torch.int64, device=x.device) * _GOLDEN
+    slots = torch.arange(1, keep_mask.shape[1] + 1, dtype=torch.int64, device=x.device) * GOLDEN
     mask_hash = splitmix64(keep_mask.to(torch.int64) + slots).sum(dim=1)
     return splitmix64(splitmix64(base.to(x.device) + image_hash) ^ mask_hash)
 
 
 def road_noise(keys: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Standard normal float64 [b, C, H, W], row r a function of keys[r] only (counter-based, any device)."""
-    from .infidelity import gaussian_noise
-
     return gaussian_noise(keys, math.prod(shape)).view(len(keys), *shape)
 
 

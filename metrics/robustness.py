@@ -17,10 +17,10 @@ import torch
 
 from xaibench.errors import XaibenchError
 from xaibench.registry import register_metric
+from xaibench.sampling import splitmix64
 
 from .curves import ForwardFn, check_shapes
 from .faithfulness import check_count, output_dtype
-from .infidelity import splitmix64
 from .result import MetricResult
 from .stateful import ExplainFn, Metric
 
