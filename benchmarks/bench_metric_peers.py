@@ -308,8 +308,9 @@ def captum_rows(data: Data, counts: dict) -> list[Row]:
             return captum_infidelity(lambda z: data.net(z).softmax(dim=-1), perturb, x, pixel_maps, target=y,
                                      n_perturb_samples=s, normalize=True, max_examples_per_batch=256)
 
-    def explanation(inputs, target):
-        inputs = inputs[0] if isinstance(inputs, tuple) else inputs
+    def explanation(inputs, target):  # Captum passes the inputs as a tuple and wants a tuple back
+        if isinstance(inputs, tuple):
+            return (gradient_maps(data.net, inputs[0], target),)
         return gradient_maps(data.net, inputs, target)
 
     return [
