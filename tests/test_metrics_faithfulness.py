@@ -21,9 +21,10 @@ from xaibench.metrics.faithfulness import (
     monotonicity_correlation,
     sensitivity_n,
 )
-from xaibench.metrics.infidelity import Infidelity, gaussian_noise, infidelity, splitmix64
+from xaibench.metrics.infidelity import Infidelity, infidelity
 from xaibench.metrics.result import MetricResult
 from xaibench.registry import METRICS
+from xaibench.sampling import gaussian_noise, splitmix64
 
 if not hasattr(np, "trapz"):  # Quantus 0.6 on NumPy >= 2.4
     np.trapz = np.trapezoid
