@@ -66,9 +66,38 @@ def with_unmasked(removed: torch.Tensor) -> torch.Tensor:
 def random_subsets(shape: tuple[int, ...], sizes: torch.Tensor, generator: torch.Generator | None,
                    device: torch.device) -> torch.Tensor:
     """removed bool [*shape]: along the last axis (the n patches) a uniformly random subset of `sizes` patches
-    (sizes broadcast against shape[:-1]), drawn without replacement from one uniform draw of `shape`."""
-    rank = ranks_of(uniform(shape, generator, device).argsort(dim=-1))
-    return rank < sizes.to(device)
+    (sizes broadcast against shape[1:-1]), drawn without replacement from one uniform draw of `shape`.
+
+    The draw is made block of images by block (image_blocks), so its float values, sort indices and ranks exist
+    for one block at a time and only the bool result grows with the number of subsets; on the CPU the blocks'
+    consecutive draws are the one draw of `shape` (the same subsets as drawing it at once)."""
+    sizes = sizes.to(device)
+    removed = torch.empty(shape, dtype=torch.bool, device=device)
+    for low, high in image_blocks(shape[0], math.prod(shape[1:])):
+        rank = ranks_of(uniform((high - low, *shape[1:]), generator, device).argsort(dim=-1))
+        removed[low:high] = rank < sizes
+    return removed
+
+
+BLOCK_ENTRIES = 1 << 16  # draws per block of images (their float64 values and int64 indices: about 1 MiB each)
+
+
+def image_blocks(n_images: int, per_image: int) -> list[tuple[int, int]]:
+    """[low, high) ranges of images of about BLOCK_ENTRIES entries each (at least one image a block): the unit in
+    which the random-subset metrics hold their transient per-draw tensors, so memory stays flat in their count."""
+    step = max(1, BLOCK_ENTRIES // max(1, per_image))
+    return [(low, min(low + step, n_images)) for low in range(0, n_images, step)]
+
+
+def subset_sums(phi: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """float64 [B, ...]: the attribution sum of each removed subset, removed bool [B, ..., n], phi [B, n] float64;
+    block of images by block (no float64 copy of all of removed)."""
+    shape = removed.shape
+    sums = torch.empty(shape[:-1], dtype=torch.float64, device=removed.device)
+    for low, high in image_blocks(shape[0], math.prod(shape[1:])):
+        sums[low:high] = (phi[low:high].view(high - low, *([1] * (len(shape) - 2)), shape[-1])
+                          * removed[low:high]).sum(dim=-1)
+    return sums
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,8 +126,7 @@ def _removal_correlation(forward_fn, inputs, attributions, targets, removed, bat
     probs = target_probabilities(forward_fn, inputs, with_unmasked(flat), targets, batch_size)
     drops = (probs[:, :1] - probs[:, 1:]).to(torch.float64).view(shape[:-1])
     phi = attributions.to(device=inputs.device, dtype=torch.float64)
-    sums = (phi.view(shape[0], *([1] * (len(shape) - 2)), shape[-1]) * removed).sum(dim=-1)
-    return pearson_rows(sums, drops)
+    return pearson_rows(subset_sums(phi, removed), drops)
 
 
 # -- Faithfulness correlation --------------------------------------------------------------------------------------

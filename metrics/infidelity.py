@@ -16,7 +16,7 @@ from xaibench.sampling import GOLDEN as _GOLDEN  # noqa: F401 (re-exported)
 from xaibench.sampling import gaussian_noise, uniform
 
 from .curves import ForwardFn, check_shapes
-from .faithfulness import check_count, output_dtype, target_probabilities, with_unmasked
+from .faithfulness import check_count, image_blocks, output_dtype, subset_sums, target_probabilities, with_unmasked
 from .result import MetricResult
 from .stateful import Metric
 
@@ -101,10 +101,13 @@ def infidelity(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.
     n_images, n = attributions.shape
     phi = attributions.to(device=inputs.device, dtype=torch.float64)
     if perturbation == "patch":
-        removed = uniform((n_images, n_perturbations, n), generator, inputs.device, torch.float64) < removal_probability
+        removed = torch.empty(n_images, n_perturbations, n, dtype=torch.bool, device=inputs.device)
+        for low, high in image_blocks(n_images, n_perturbations * n):  # the float64 draws a block at a time
+            draw = uniform((high - low, n_perturbations, n), generator, inputs.device, torch.float64)
+            removed[low:high] = draw < removal_probability
         probs = target_probabilities(forward_fn, inputs, with_unmasked(removed), targets, batch_size)
         drops = (probs[:, :1] - probs[:, 1:]).to(torch.float64)
-        projections = (phi[:, None, :] * removed).sum(dim=-1)
+        projections = subset_sums(phi, removed)
     else:
         projections, drops = _noise_terms(forward_fn, inputs, phi, targets, float(noise_std), n_perturbations,
                                           check_count("batch_size", batch_size, 1), generator)

@@ -543,3 +543,22 @@ def test_sizes_beyond_the_grid_are_refused_at_the_call():
         sensitivity_n(model.forward_fn, inputs, attributions, targets, sizes=[3, 16])
     with pytest.raises(XaibenchError, match="subset_size=16"):
         faithfulness_correlation(model.forward_fn, inputs, attributions, targets, subset_size=16)
+
+
+def test_random_subsets_drawn_block_by_block_are_the_one_draw(monkeypatch):
+    """The draws are made a block of images at a time (memory flat in the subset count); on the CPU the blocks'
+    consecutive draws are the one uniform draw of the whole shape, so the subsets are those of drawing it at once:
+    exactly `size` patches each, the ones with the smallest uniforms."""
+    from xaibench.metrics import faithfulness
+
+    monkeypatch.setattr(faithfulness, "BLOCK_ENTRIES", 110)  # 2 images (2 x 51 entries) a block
+    shape, size = (7, 3, 17), 5
+    assert faithfulness.image_blocks(7, 3 * 17) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    removed = faithfulness.random_subsets(shape, torch.tensor(size), torch.Generator().manual_seed(4), "cpu")
+    once = torch.rand(shape, generator=torch.Generator().manual_seed(4))
+    expected = torch.zeros(shape, dtype=torch.bool).scatter_(-1, once.argsort(dim=-1)[..., :size], True)
+    assert torch.equal(removed, expected)
+    assert removed.sum(dim=-1).eq(size).all()
+    phi = torch.randn(7, 17, dtype=torch.float64)
+    assert torch.allclose(faithfulness.subset_sums(phi, removed), (phi[:, None, :] * removed).sum(dim=-1), atol=0,
+                          rtol=0)
