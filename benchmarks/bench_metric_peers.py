@@ -20,6 +20,10 @@ batch_size of 256 rows. Work per image (forwards, imputations or explanations) i
 where the two sides differ, xaibench's count comes first (e.g. Quantus's pixel flipping has no k = 0 point, its
 eMPRT explains the original input again, Captum's sensitivity_max too).
 
+The forward-only rows also time their bare forwards (the same number of forward inputs per image through the same
+forward_fn, 256 rows a call, nothing else): peer time / bare-forward time bounds any implementation's ratio on
+that row, so where it is below a goal, the goal cannot be met by making xaibench faster.
+
 Each row: one warm-up call per side (a peer that raises shows its error), then --repeats rounds, every round
 timing every row's two sides back to back, alternating which goes first; img/s = images / median time, and the
 ratio is the median over rounds of the within-round ratio (the machines are shared: only ratios measured side by
@@ -204,7 +208,32 @@ class Row:
     ours: Callable[[], object]
     theirs: Callable[[], object]
     error: str = ""
-    times: dict = field(default_factory=lambda: {"ours": [], "theirs": []})
+    forwards: int = 0  # forward inputs per image of a forward-only metric: its bare-forward floor is timed too
+    times: dict = field(default_factory=lambda: {"ours": [], "theirs": [], "floor": []})
+    floor: Callable[[], object] | None = None
+
+
+def bare_forwards(data: Data, count: int) -> Callable[[], object]:
+    """`count` forward inputs per image through data.forward_fn, 256 rows a call, under random keep-masks drawn
+    before timing: the least time any implementation of a metric that needs those forwards can take (xaibench's
+    and Quantus's forwards cost the same), so peer time / floor time bounds every ratio on that row."""
+    b = len(data.inputs)
+    keep = torch.rand(b * count, N, generator=seeded()) < 0.75
+    image = torch.arange(b).repeat_interleave(count)
+
+    def call() -> None:
+        with torch.inference_mode():
+            for start in range(0, b * count, 256):
+                rows = slice(start, start + 256)
+                data.forward_fn(data.inputs[image[rows]], keep[rows])
+    return call
+
+
+def with_floors(rows: list[Row], data: Data) -> list[Row]:
+    for row in rows:
+        if row.forwards:
+            row.floor = bare_forwards(data, row.forwards)
+    return rows
 
 
 @contextmanager
@@ -243,28 +272,28 @@ def faithfulness_rows(q, data: Data, counts: dict) -> list[Row]:
         Row("faithfulness_correlation", "Quantus FaithfulnessCorrelation", f"1 + {s} forwards", b,
             lambda: faithfulness_correlation(f, x, a, y, n_subsets=s, subset_size=size, generator=seeded()),
             lambda: quantus_call(q.FaithfulnessCorrelation(nr_runs=s, subset_size=size * PATCH * PATCH,
-                                                           return_aggregate=False, **common), data)),
+                                                           return_aggregate=False, **common), data), forwards=1 + s),
         Row("deletion", "Quantus PixelFlipping", f"{N + 1} / {N} forwards", b,
             lambda: deletion(f, x, a, y, generator=seeded()),
             lambda: quantus_call(q.PixelFlipping(features_in_step=PATCH * PATCH, return_auc_per_sample=True,
-                                                 **common), data)),
+                                                 **common), data), forwards=N + 1),
         Row("monotonicity_correlation", "Quantus MonotonicityCorrelation", f"1 + {N} forwards", b,
             lambda: monotonicity_correlation(f, x, a, y),
             lambda: quantus_call(q.MonotonicityCorrelation(nr_samples=1, features_in_step=PATCH * PATCH,
-                                                           **{**common, "abs": True}), data)),
+                                                           **{**common, "abs": True}), data), forwards=1 + N),
     ]
     if aopc is not None:
         rows.append(Row("aopc", "Quantus RegionPerturbation", f"{N + 1} / 1 + {N} forwards", b,
                         lambda: aopc(f, x, a, y, generator=seeded()),
                         lambda: quantus_call(q.RegionPerturbation(patch_size=PATCH, regions_evaluation=N,
-                                                                  order="morf", **common), data)))
+                                                                  order="morf", **common), data), forwards=N + 1))
     if irof is not None:
         def quantus_irof():
             with patch_segments():
                 return quantus_call(q.IROF(return_aggregate=False, **common), data)
         rows.append(Row("irof", "Quantus IROF (patch segments)", f"{N + 1} / 1 + {N} forwards", b,
-                        lambda: irof(f, x, a, y, generator=seeded()), quantus_irof))
-    return rows
+                        lambda: irof(f, x, a, y, generator=seeded()), quantus_irof, forwards=N + 1))
+    return with_floors(rows, data)
 
 
 def road_rows(q, datasets: dict[int, Data], steps: int) -> list[Row]:
@@ -313,15 +342,15 @@ def captum_rows(data: Data, counts: dict) -> list[Row]:
             return (gradient_maps(data.net, inputs[0], target),)
         return gradient_maps(data.net, inputs, target)
 
-    return [
+    return with_floors([
         Row("infidelity", "Captum infidelity", f"1 + {s} forwards", b,
-            lambda: infidelity(f, x, a, y, n_perturbations=s, generator=seeded()), captum_infid),
+            lambda: infidelity(f, x, a, y, n_perturbations=s, generator=seeded()), captum_infid, forwards=1 + s),
         Row("max_sensitivity", "Captum sensitivity_max", f"{samples} / 1 + {samples} explanations", b,
             lambda: max_sensitivity(f, x, a, y, data.explain_fn, n_samples=samples, radius=0.05,
                                     generator=seeded()),
             lambda: sensitivity_max(explanation, x, perturb_radius=0.05, n_perturb_samples=samples, target=y,
                                     max_examples_per_batch=256)),
-    ]
+    ], data)
 
 
 def robustness_rows(q, data: Data, counts: dict) -> list[Row]:
@@ -419,7 +448,7 @@ def measure(rows: list[Row], repeats: int) -> None:
     for round_ in range(repeats):
         started = time.perf_counter()
         for row in rows:
-            sides = [("ours", row.ours), ("theirs", row.theirs)]
+            sides = [("ours", row.ours), ("theirs", row.theirs)] + ([("floor", row.floor)] if row.floor else [])
             for side, fn in (sides if round_ % 2 == 0 else sides[::-1]):
                 if side == "theirs" and row.error:
                     continue
@@ -431,20 +460,26 @@ def rate(row: Row, side: str) -> float:
     return row.images / statistics.median(row.times[side])
 
 
-def ratio(row: Row) -> float:
-    return statistics.median(t / o for o, t in zip(row.times["ours"], row.times["theirs"]))
+def ratio(row: Row, over: str = "ours") -> float:
+    """Median over rounds of the peer's time / `over`'s time in the same round."""
+    return statistics.median(t / o for o, t in zip(row.times[over], row.times["theirs"]))
 
 
 def table(rows: list[Row]) -> list[str]:
-    lines = ["| metric | peer | xaibench img/s | peer img/s | ratio (xaibench / peer) | perturbations per image |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| metric | peer | xaibench img/s | peer img/s | ratio (xaibench / peer) | perturbations per image "
+             "| bare forwards img/s | peer / bare forwards |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ours = f"{rate(row, 'ours'):,.0f}"
         if row.error:
             theirs, ratio_text = f"n/a ({row.error})", "n/a"
         else:
             theirs, ratio_text = f"{rate(row, 'theirs'):,.0f}", f"{ratio(row):.1f}"
-        lines.append(f"| {row.metric} | {row.peer} | {ours} | {theirs} | {ratio_text} | {row.work} |")
+        floor = bound = "–"
+        if row.floor is not None:
+            floor = f"{rate(row, 'floor'):,.0f}"
+            bound = "n/a" if row.error else f"{ratio(row, 'floor'):.1f}"
+        lines.append(f"| {row.metric} | {row.peer} | {ours} | {theirs} | {ratio_text} | {row.work} | {floor} "
+                     f"| {bound} |")
     return lines
 
 
