@@ -72,11 +72,17 @@ def random_subsets(shape: tuple[int, ...], sizes: torch.Tensor, generator: torch
     for one block at a time and only the bool result grows with the number of subsets; on the CPU the blocks'
     consecutive draws are the one draw of `shape` (the same subsets as drawing it at once)."""
     sizes = sizes.to(device)
-    removed = torch.empty(shape, dtype=torch.bool, device=device)
+    return blocked_draw(shape, generator, device, torch.float32, lambda u: ranks_of(u.argsort(dim=-1)) < sizes)
+
+
+def blocked_draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str,
+                 dtype: torch.dtype, to_bool) -> torch.Tensor:
+    """bool [*shape]: to_bool(U) of a uniform draw U of `shape`, made block of images by block (image_blocks) so
+    only one block's floats exist at a time; on the CPU the blocks' consecutive draws are the one draw of shape."""
+    out = torch.empty(shape, dtype=torch.bool, device=device)
     for low, high in image_blocks(shape[0], math.prod(shape[1:])):
-        rank = ranks_of(uniform((high - low, *shape[1:]), generator, device).argsort(dim=-1))
-        removed[low:high] = rank < sizes
-    return removed
+        out[low:high] = to_bool(uniform((high - low, *shape[1:]), generator, device, dtype))
+    return out
 
 
 BLOCK_ENTRIES = 1 << 16  # draws per block of images (their float64 values and int64 indices: about 1 MiB each)

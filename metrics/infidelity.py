@@ -13,10 +13,17 @@ import torch
 from xaibench.errors import XaibenchError
 from xaibench.registry import register_metric
 from xaibench.sampling import GOLDEN as _GOLDEN  # noqa: F401 (re-exported)
-from xaibench.sampling import gaussian_noise, uniform
+from xaibench.sampling import gaussian_noise
 
 from .curves import ForwardFn, check_shapes
-from .faithfulness import check_count, image_blocks, output_dtype, subset_sums, target_probabilities, with_unmasked
+from .faithfulness import (
+    blocked_draw,
+    check_count,
+    output_dtype,
+    subset_sums,
+    target_probabilities,
+    with_unmasked,
+)
 from .result import MetricResult
 from .stateful import Metric
 
@@ -101,10 +108,8 @@ def infidelity(forward_fn: ForwardFn, inputs: torch.Tensor, attributions: torch.
     n_images, n = attributions.shape
     phi = attributions.to(device=inputs.device, dtype=torch.float64)
     if perturbation == "patch":
-        removed = torch.empty(n_images, n_perturbations, n, dtype=torch.bool, device=inputs.device)
-        for low, high in image_blocks(n_images, n_perturbations * n):  # the float64 draws a block at a time
-            draw = uniform((high - low, n_perturbations, n), generator, inputs.device, torch.float64)
-            removed[low:high] = draw < removal_probability
+        removed = blocked_draw((n_images, n_perturbations, n), generator, inputs.device, torch.float64,
+                               lambda u: u < removal_probability)
         probs = target_probabilities(forward_fn, inputs, with_unmasked(removed), targets, batch_size)
         drops = (probs[:, :1] - probs[:, 1:]).to(torch.float64)
         projections = subset_sums(phi, removed)
