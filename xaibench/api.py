@@ -48,14 +48,16 @@ def run(out: str | Path = "xaibench-out/run", *, config: str | Path | dict[str, 
         preset: str | None = None, train: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
         device: str = "auto", cache: str | Path | None = None, keep_going: bool = False, progress: bool = True,
         train_baselines: bool = False, save_attributions: bool = False, execution: Any = None,
-        **options: Any) -> RunFrames:
+        sweep: dict[str, list[Any]] | None = None, **options: Any) -> RunFrames:
     """Run the benchmark as `xaibench run` does and return its frames (those `load_run(out)` reads back).
 
     `options` are the run options (`methods=["ofa", "grad"]`, `datasets=["objects"]`, `seeds=[0, 1]`,
     `n_test=64`, `curve_points=11`, ...: the fields of xaibench.engine.options.RunOptions); `train` and `data` are
     the [train] and [data.<name>] tables of a config file, laid over `config` (a file path or a dict of tables);
-    `execution` an xaibench.engine.ExecutionConfig (default: serial). A failing unit raises RunFailedError
-    unless `keep_going`.
+    `execution` an xaibench.engine.ExecutionConfig (default: serial); `sweep` an ablation as `--sweep` makes one
+    (`{"n_masks": [2, 4], "run.n_draws": [2, 4]}`: every combination a variant in `out/variants/`; the frames
+    returned are the combined ones, with a `variant` column). A failing unit raises RunFailedError unless
+    `keep_going`.
     """
     from xaibench.config import check_sections, read_config
     from xaibench.runner import RunRequest, run_benchmark
@@ -66,9 +68,16 @@ def run(out: str | Path = "xaibench-out/run", *, config: str | Path | dict[str, 
             file_config[name] = {**file_config.get(name, {}), **section}
     check_sections(file_config, "xaibench.run")
     extra = {"execution": execution} if execution is not None else {}
-    request = RunRequest.build(file_config, options, None, preset, out=out, device=device,
-                               cache=Path(cache) if cache else None, keep_going=keep_going, progress=progress,
-                               train_baselines=train_baselines, save_maps=save_attributions,
-                               command=["xaibench.run", *(f"{k}={v!r}" for k, v in options.items())], **extra)
-    run_benchmark(request)
-    return load_run(request.out)
+
+    def request(swept: dict[str, Any], where: str | Path) -> RunRequest:
+        return RunRequest.build(file_config, options, swept, preset, out=where, device=device,
+                                cache=Path(cache) if cache else None, keep_going=keep_going, progress=progress,
+                                train_baselines=train_baselines, save_maps=save_attributions,
+                                command=["xaibench.run", *(f"{k}={v!r}" for k, v in options.items())], **extra)
+    if sweep:
+        from xaibench.sweep import run_sweep, variants_of
+
+        run_sweep(request, variants_of(sweep), Path(out))
+    else:
+        run_benchmark(request({}, out))
+    return load_run(out)

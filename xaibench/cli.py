@@ -11,8 +11,6 @@ from typing import Sequence
 from xaibench.argtypes import (
     comma_ints,
     curve_points,
-    non_negative_float,
-    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -87,6 +85,15 @@ def _load_plugins(args: argparse.Namespace) -> None:
         load_plugins(args.plugins)
 
 
+def _variants(args: argparse.Namespace) -> list:
+    """The --sweep variants ([] without --sweep); checked before anything is planned."""
+    if not args.sweep:
+        return []
+    from xaibench.sweep import parse_sweeps
+
+    return parse_sweeps(args.sweep, args.max_variants)
+
+
 def _report_failures(result) -> int:
     if result.failures:
         print(f"xaibench: {len(result.failures)} unit(s) failed:", file=sys.stderr)
@@ -116,13 +123,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = {**config, "train": {**base["train"], **config.get("train", {})}}
     size = args.size or (preset_config(args.preset)["run"]["size"] if args.preset else 28)
     models, datasets, device = MODELS.resolve(args.models), resolve_datasets(args.datasets), resolve_device(args.device)
-    out = Path(args.out)
-    request = Table1Request(models, datasets, out, device, size=size, seeds=args.seeds, config=config,
-                           overrides=parse_overrides(args.set), root=args.data_root,
-                           cache=Path(args.cache) if args.cache else None, keep_going=args.keep_going,
-                           progress=not args.quiet, dry_run=args.dry_run, execution=_execution(args))
+    out, execution, variants = Path(args.out), _execution(args), _variants(args)
+
+    def request(swept: dict, where: Path) -> Table1Request:
+        return Table1Request(models, datasets, where, device, size=size, seeds=args.seeds, config=config,
+                             overrides={**parse_overrides(args.set), **swept}, root=args.data_root,
+                             cache=Path(args.cache) if args.cache else None, keep_going=args.keep_going,
+                             progress=not args.quiet, dry_run=args.dry_run, execution=execution)
     try:
-        result = run_table1(request)
+        if variants:
+            from xaibench.sweep import run_train_sweep
+
+            return _report_failures(run_train_sweep(request, variants, out, args.dry_run))
+        result = run_table1(request({}, out))
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -150,21 +163,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _load_plugins(args)
     setup_logging(args.quiet, _log_level(args))
-    out = Path(args.out)
-    request = RunRequest.build(read_config(args.config), _run_flags(args), parse_overrides(args.set), args.preset,
-                               out=out, device=args.device, root=args.data_root,
-                               cache=Path(args.cache) if args.cache else None, keep_going=args.keep_going,
-                               progress=not args.quiet, train_baselines=args.train_baselines,
-                               command=["xaibench", *sys.argv[1:]], dry_run=args.dry_run,
-                               save_maps=args.save_attributions, execution=_execution(args))
+    out, file_config, execution, variants = Path(args.out), read_config(args.config), _execution(args), _variants(args)
+
+    def request(swept: dict, where: Path) -> RunRequest:
+        return RunRequest.build(file_config, _run_flags(args), {**parse_overrides(args.set), **swept}, args.preset,
+                                out=where, device=args.device, root=args.data_root,
+                                cache=Path(args.cache) if args.cache else None, keep_going=args.keep_going,
+                                progress=not args.quiet, train_baselines=args.train_baselines,
+                                command=["xaibench", *sys.argv[1:]], dry_run=args.dry_run,
+                                save_maps=args.save_attributions, execution=execution)
     try:
-        result = run_benchmark(request)
+        if variants:
+            from xaibench.sweep import run_sweep
+
+            result = run_sweep(request, variants, out, args.dry_run)
+        else:
+            result = run_benchmark(request({}, out))
     except RunFailedError as error:
         print(f"xaibench: error: {error}", file=sys.stderr)
         return error.exit_code
     if args.dry_run:
         return 0
-    if (out / "table2.md").exists():
+    if variants:
+        print(f"{len(variants)} variants in {out}/variants/; sweep.csv, sweep_cost.md and every table with a "
+              f"variant column in {out}/", file=sys.stderr)
+    elif (out / "table2.md").exists():
         print(f"\nTable 2 (SRG, R-SRG x100) in {out}/table2.{{csv,tex,md}}:", file=sys.stderr)
         print((out / "table2.md").read_text())  # stdout holds the table alone: `xaibench run > table.md`
     print(f"{result.n_units} units ({result.n_cached} cached), {time.perf_counter() - started:.0f} s; "
@@ -196,6 +219,12 @@ def _common(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="every log line (--log-level DEBUG)")
     parser.add_argument("--log-level", choices=LEVELS, help="the log's threshold (default INFO); the log goes to "
                                                            "stderr, and `run` keeps a copy as run.log in --out")
+    parser.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
+                        help="ablation: every combination of the swept values is a variant (repeatable; the keys "
+                             "--set takes, e.g. --sweep n_masks=2,4 --sweep run.n_draws=2,4); each variant's "
+                             "outputs in --out/variants/<KEY=V,...>, the tables with a variant column in --out")
+    parser.add_argument("--max-variants", type=positive_int, default=64,
+                        help="refuse a --sweep of more combinations than this, before any work (default 64)")
     where = parser.add_argument_group("where units run (the results do not depend on it at equal --threads)")
     where.add_argument("--backend", default="serial", choices=["serial", "loky", "dask", "ray"],
                       help="serial: one unit after another in this process (default); loky: --jobs local worker "
@@ -311,47 +340,6 @@ def _add_run(sub) -> None:
     p_run.set_defaults(func=cmd_run)
 
 
-def cmd_cache(args: argparse.Namespace) -> int:
-    import datetime
-    from pathlib import Path
-
-    from xaibench.cache import cache_info, prune_cache
-    from xaibench.io import cache_dir
-
-    root = Path(args.cache or cache_dir())
-    if not root.is_dir():
-        raise XaibenchError(f"cache folder {root} does not exist")
-    if args.action == "info":
-        stamp = lambda t: datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
-        print(f"cache {root}\n{'kind':<12} {'files':>6} {'MiB':>9}  {'oldest':<16}  newest")
-        for row in cache_info(root):
-            print(f"{row['kind']:<12} {row['files']:>6} {row['bytes'] / 2**20:>9.1f}  {stamp(row['oldest']):<16}  "
-                  f"{stamp(row['newest'])}")
-        return 0
-    if args.older_than is None and args.keep_latest is None:
-        raise XaibenchError("cache prune needs --older-than DAYS and/or --keep-latest N")
-    deleted = prune_cache(root, args.older_than, args.keep_latest, dry_run=args.dry_run)
-    for path in deleted:
-        print(f"  {path}")
-    print(f"{'would delete' if args.dry_run else 'deleted'} {len(deleted)} file(s) from {root}")
-    return 0
-
-
-def _add_cache(sub) -> None:
-    p_cache = sub.add_parser("cache", help="what the cache holds (info), and removing old results (prune)",
-                             description="info: files, size, oldest and newest per kind (checkpoints and each unit "
-                                         "kind). prune: delete results written more than --older-than DAYS ago "
-                                         "and/or all but the --keep-latest N newest of each kind; a unit being "
-                                         "computed (its lock held) is left alone. Pruned units are recomputed "
-                                         "when a run needs them.")
-    p_cache.add_argument("action", choices=["info", "prune"])
-    p_cache.add_argument("--cache", help="cache folder (default $XAIBENCH_CACHE, else ~/.cache/xaibench)")
-    p_cache.add_argument("--older-than", type=non_negative_float, metavar="DAYS")
-    p_cache.add_argument("--keep-latest", type=non_negative_int, metavar="N")
-    p_cache.add_argument("--dry-run", action="store_true", help="list what prune would delete, delete nothing")
-    p_cache.set_defaults(func=cmd_cache)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xaibench",
@@ -361,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"xaibench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for add in (_add_list, _add_download, _add_train, _add_run, _add_cache):
+    from xaibench.cli_cache import add_cache
+
+    for add in (_add_list, _add_download, _add_train, _add_run, add_cache):
         add(sub)
     return parser
 

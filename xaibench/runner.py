@@ -158,7 +158,7 @@ def run_table1(request: Table1Request) -> RunResult:
     started, r, out = time.perf_counter(), request, Path(request.out)
     plan = plan_train(list(r.models), list(r.datasets), list(r.seeds), size=r.size, root=r.root, config=r.config,
                       overrides=r.overrides, device=r.device)
-    ctx = Context(r.device, r.cache, r.progress, compile=r.execution.compile)
+    ctx = context_of(r)
     if r.dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
@@ -233,18 +233,13 @@ def run_benchmark(request: RunRequest) -> RunResult:
     A failing unit raises RunFailedError, or with keep_going is recorded in the result and its dependents skipped.
     """
     started, r, out = time.perf_counter(), request, Path(request.out)
-    plan, setup = plan_run(r.options, config=r.config, overrides=r.overrides, root=r.root, device=r.device,
-                           train_baselines=r.train_baselines)
-    ctx = Context(r.device, r.cache, r.progress, compile=r.execution.compile)
-    for unit in plan:  # the test splits the plan read: not read again
-        spec = getattr(unit.params, "spec", None)
-        if spec is not None and spec.name in setup.tests:
-            ctx.test_split(spec, setup.tests[spec.name])
+    ctx = context_of(r)
+    plan, setup = planned(r, ctx)
     if r.dry_run:
         print(describe_plan(plan, ctx))
         return RunResult(pd.DataFrame(), out, n_units=len(plan))
     _probe(r, setup, ctx, plan)
-    with claim_out(out), _run_log() as log:
+    with claim_out(out), run_log() as log:
         outcomes = _executed(plan, ctx, r.keep_going, r.execution)
         with staged(out) as stage:  # every file, or none: a failure here leaves --out as it was
             result = _benchmark_outputs(r, plan, outcomes, ctx, stage, started, log, setup)
@@ -252,8 +247,26 @@ def run_benchmark(request: RunRequest) -> RunResult:
         return result
 
 
+def context_of(request: RunRequest | Table1Request) -> Context:
+    """Where the request's units run and are cached."""
+    return Context(request.device, request.cache, request.progress, compile=request.execution.compile)
+
+
+def planned(request: RunRequest, ctx: Context) -> tuple[Plan, Any]:
+    """The request's plan and RunSetup (pure: nothing trained or written); the test splits it read are kept in
+    `ctx`, so they are not read again."""
+    r = request
+    plan, setup = plan_run(r.options, config=r.config, overrides=r.overrides, root=r.root, device=r.device,
+                           train_baselines=r.train_baselines)
+    for unit in plan:
+        spec = getattr(unit.params, "spec", None)
+        if spec is not None and spec.name in setup.tests:
+            ctx.test_split(spec, setup.tests[spec.name])
+    return plan, setup
+
+
 @contextlib.contextmanager
-def _run_log():
+def run_log():
     """The run's log lines, kept in a temporary file until the outputs are published as run.log."""
     import os
     import tempfile

@@ -44,6 +44,44 @@ def _check_options(name: str, factory, options: dict) -> None:
     if unknown:
         raise XaibenchError(f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; valid options: "
                             f"{', '.join(valid) or '(none)'}")
+    hints = _hints(factory)
+    for option, value in options.items():  # a value of another type than declared: one line, not a traceback
+        kinds = hints.get(option) or _default_kind(parameters[option].default)
+        if kinds and not _fits(value, kinds):
+            raise XaibenchError(f"dataset {name!r} option {option}={value!r}: expected "
+                                f"{' or '.join('null' if k is type(None) else k.__name__ for k in kinds)}")
+
+
+def _hints(factory) -> dict[str, tuple[type, ...]]:
+    """Parameter -> the plain types its annotation allows (None where it allows anything or cannot be read)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001  (an annotation that does not resolve: fall back on the defaults)
+        return {}
+    out = {}
+    for option, hint in hints.items():
+        kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+        kinds = tuple(typing.get_origin(k) or k for k in kinds)
+        out[option] = kinds if all(isinstance(k, type) for k in kinds) and object not in kinds else None
+    return out
+
+
+def _default_kind(default) -> tuple[type, ...] | None:
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    return (type(default),)
+
+
+def _fits(value, kinds: tuple[type, ...]) -> bool:
+    if value is None:
+        return type(None) in kinds
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return isinstance(value, tuple(k for k in kinds if k is not bool))
 
 
 def resolve_datasets(names) -> list[str]:

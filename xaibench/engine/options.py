@@ -178,6 +178,9 @@ def preset_config(name: str | None) -> dict[str, Any]:
     return _deep_merge(default_config(), PRESETS[name])
 
 
+#: [run] tables of per-name options that --set reaches one key at a time: run.metric_options.srg.removal=blur
+NESTED_RUN_OPTIONS = ("method_options", "metric_options")
+
 #: [run] keys renamed in 0.5.0; the old name still works, with a warning, until 0.6.0
 RENAMED_RUN_KEYS = {"steps": "curve_points"}
 
@@ -207,7 +210,13 @@ def run_config(file_config: dict[str, Any], flags: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         section, _, rest = key.partition(".")
-        if section == "run" and rest:
+        option, _, inner = rest.partition(".")
+        if section == "run" and option in NESTED_RUN_OPTIONS and "." in inner:
+            # run.metric_options.<metric>.<key> (a method or metric name may hold dots; its option's key not)
+            name, _, leaf = inner.rpartition(".")
+            nested = config["run"].setdefault(option, {})
+            nested[name] = {**nested.get(name, {}), leaf: value}
+        elif section == "run" and rest:
             config["run"][rest] = value
             _renamed(config["run"], "--set")
         elif section == "model" and rest:  # options of a wrapped classifier (--model torchvision:NAME)

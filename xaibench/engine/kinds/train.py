@@ -80,5 +80,10 @@ class TrainKind(UnitKind):
     def computed_by(self, unit: Unit, ctx: Context, payload: Any) -> str | None:
         return payload.record.get("computed_by")
 
+    def manifest_entry(self, payload: Any) -> dict[str, Any]:
+        """The training's own seconds (a cached unit's `seconds` are its load time): a sweep's cost table."""
+        seconds = payload.record.get("train_seconds")
+        return {"train_seconds": round(float(seconds), 3)} if seconds is not None else {}
+
     def rows(self, unit: Unit, outcome: Outcome, collector) -> None:
         checkpoint_record(unit, outcome, collector)
