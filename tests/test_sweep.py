@@ -162,3 +162,17 @@ def test_python_api_sweeps_too(tiny_config, tmp_path):
                           cache=tmp_path / "cache", methods=["grad"], sweep={"run.n_draws": [1, 2]})
     assert set(frames.scores["variant"]) == {"run.n_draws=1", "run.n_draws=2"}
     assert (tmp_path / "api" / "variants" / "run.n_draws=2" / "table2.md").is_file()
+
+
+def test_run_removal_reaches_the_curve_metrics_and_keeps_the_default_keys():
+    from xaibench.engine.options import RunOptions
+
+    plain, blur = RunOptions.from_dict({}), RunOptions.from_dict({"removal": "blur"})
+    assert "removal" not in plain.metric_options_for("srg")  # the default run's score keys stay as they were
+    assert blur.metric_options_for("srg")["removal"] == "blur"
+    assert blur.metric_options_for("aopc")["removal"] == "blur"
+    assert "removal" not in blur.metric_options_for("truth")
+    own = RunOptions.from_dict({"removal": "blur", "metric_options": {"srg": {"removal": "zero"}}})
+    assert own.metric_options_for("srg")["removal"] == "zero"
+    with pytest.raises(XaibenchError, match="expected one of token, mean"):
+        RunOptions.from_dict({"removal": "bluur"})

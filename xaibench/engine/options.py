@@ -84,6 +84,9 @@ class RunOptions:
     meta_noise: list[float] = field(default_factory=lambda: [0.02, 1.0])
     # players of the background in the model's whole game (objects set): tiles of a coarse grid of the patches
     background_regions: int = 2
+    # how the curve metrics that take `removal` (srg, rsrg, insertion, deletion, aopc, irof) remove patches:
+    # token (the model's mask token) | mean | zero | blur | road; [run.metric_options.<m>] removal wins over it
+    removal: str = "token"
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -120,6 +123,8 @@ class RunOptions:
         """Options of one metric: the curve settings above where the metric takes them, then [run.metric_options]."""
         parameters = inspect.signature(METRICS.get(name)).parameters
         built = {"steps": self.curve_points, "batch_size": self.metric_batch_size, "n_draws": self.n_draws}
+        if self.removal != "token":  # the metrics' own default: not passed, so the default run's keys stay as they were
+            built["removal"] = self.removal
         options = {key: value for key, value in built.items() if key in parameters}
         return {**options, **self.metric_options.get(name, {})}
 
@@ -144,6 +149,10 @@ def _check_values(values: dict[str, Any]) -> None:
             raise XaibenchError(f"run option {name} must be an integer >= 0, got {values[name]!r}")
     if not isinstance(values["sanity_data"], bool):
         raise XaibenchError(f"run option sanity_data must be true or false, got {values['sanity_data']!r}")
+    from xaibench.metrics.removal import REMOVALS
+
+    if values["removal"] not in REMOVALS:
+        raise XaibenchError(f"run option removal={values['removal']!r}: expected one of {', '.join(REMOVALS)}")
     if values["target"] not in TARGETS:
         raise XaibenchError(f"unknown target {values['target']!r}; valid: {', '.join(TARGETS)}")
     if not values["seeds"]:
