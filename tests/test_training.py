@@ -226,6 +226,35 @@ def test_objective_comes_from_the_model_or_the_config():
     assert checkpoint_key(DATA, "segm", as_ofa, 0) != checkpoint_key(DATA, "segm", as_ofa.replace(n_masks=3), 0)
 
 
+def test_wls_l3_is_the_squared_error_of_the_additive_logits_on_the_masked_ones():
+    """l3_target="wls": l3 = mean over images, masks and classes of (z_x(S) - z_{x_S}(S))^2, on the same draws as
+    the KL form (the same generator gives the same masks), with l1 and l2 unchanged."""
+    from xaibench.models.ofa import OFANet
+    from xaibench.training.masks import ofa_keep_masks
+
+    torch.manual_seed(0)
+    model = create_model("ofa", num_classes=3, in_chans=1, img_size=16, **TINY).eval()
+    x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 0])
+    options = dict(n_masks=3, mask_sizes="shapley", paired=True, weights=(1.0, 1.0, 1.0))
+    kl = ofa_loss(model, x, y, generator=torch.Generator().manual_seed(3), **options)
+    wls = ofa_loss(model, x, y, generator=torch.Generator().manual_seed(3), l3_target="wls", **options)
+    assert torch.equal(kl["l1"], wls["l1"]) and torch.equal(kl["l2"], wls["l2"])
+    with torch.no_grad():  # the same l3 written out from the model's two forwards
+        plus, minus = model.shapley(x)
+        phi = (plus - minus).gather(2, y.view(-1, 1, 1).expand(-1, model.n_patches, 1)).squeeze(2)
+        _, informed = ofa_keep_masks(phi, 3, torch.Generator().manual_seed(3), 0.25, "shapley", True, None)
+        flat = informed.reshape(-1, model.n_patches)
+        mp, mm = model.shapley(x[:, None].expand(-1, 3, 1, 16, 16).reshape(-1, 1, 16, 16), flat)
+        masked = OFANet.logits(mp, mm, flat).view(4, 3, -1)
+        additive = torch.where(informed[..., None], plus[:, None], minus[:, None]).sum(2)
+        expected = (additive - masked).square().mean()
+    assert torch.allclose(wls["l3"], expected, atol=1e-5)
+    with pytest.raises(XaibenchError, match="l3_target"):
+        TrainConfig.from_dict({"l3_target": "mse"})
+    assert checkpoint_key(DATA, "ofa", TrainConfig.from_dict({"l3_target": "wls"}), 0) != \
+        checkpoint_key(DATA, "ofa", TrainConfig(), 0)
+
+
 def test_checkpoint_keys_of_the_built_in_models_are_those_of_existing_caches():
     # computed by the trainer before objectives existed: a change here orphans every cached checkpoint
     expected = {"resnet18": ("1cb0ad2ed2af5d0c", "b3328f9d52e7f081"), "resnet50": ("ed5ec4a9abebc81c", "43c67de3ecf3b0c6"),

@@ -16,7 +16,7 @@ import torch
 from xaibench.errors import XaibenchError
 from xaibench.io import file_digest
 from xaibench.registry import MODELS, Registry
-from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, classification_loss, ofa_loss
+from xaibench.training.losses import DETACH_CHOICES, KL_ORDERS, L3_TARGETS, classification_loss, ofa_loss
 from xaibench.training.masks import MASK_SIZES, BatchShard
 
 OBJECTIVES = Registry("objective", ["xaibench.training.objectives"], "xaibench.objectives")
@@ -87,9 +87,12 @@ class OFAOptions:
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 5.0)  # l1, l2, l3
     init: str | None = "segm"  # warm start: a registered model trained with `ce` first, a checkpoint file, or None
     init_steps: int | None = 300  # steps of that warm start (None = steps)
+    # l3's form: "kl" (Eq. 7) or "wls" (the masked logits fitted by least squares, as ViT-Shapley fits them)
+    l3_target: str = "kl"
 
     def __post_init__(self):
-        for name, valid in (("detach", DETACH_CHOICES), ("mask_sizes", MASK_SIZES), ("kl_order", KL_ORDERS)):
+        for name, valid in (("detach", DETACH_CHOICES), ("mask_sizes", MASK_SIZES), ("kl_order", KL_ORDERS),
+                            ("l3_target", L3_TARGETS)):
             if getattr(self, name) not in valid:
                 raise XaibenchError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.n_masks < 1:
@@ -110,13 +113,15 @@ class OFAObjective(Objective):
         o = self.options
         return ofa_loss(model, x, y, n_masks=o.n_masks, generator=generator, uniform_share=o.uniform_share,
                         detach=o.detach, kl_order=o.kl_order, mask_sizes=o.mask_sizes, paired=o.paired,
-                        weights=o.loss_weights, shard=shard)
+                        weights=o.loss_weights, shard=shard, l3_target=o.l3_target)
 
     def images_per_example(self) -> int:
         return 1 + self.options.n_masks + 1
 
     def key_options(self) -> dict[str, Any]:
         options = asdict(self.options)
+        if options["l3_target"] == "kl":  # added in 0.6.0: at its default, the checkpoint keys stay as they were
+            del options["l3_target"]
         init = options["init"]
         if init and init not in MODELS and Path(init).expanduser().is_file():  # a file's contents, not its name
             options["init"] = file_digest(init)
